@@ -1,0 +1,289 @@
+"""Datasets as uint8 images at the model's input size: Fashion-MNIST (IDX files) or ImageFolder trees.
+
+One documented transform turns any image into a model input (`to_model_input`): resize to H x W (bilinear,
+antialiased; ImageFolder images: short side to H / crop_pct, then center crop) and grey replicated to C channels.
+Pixels stay uint8 until a batch is made; models take floats in [0, 1] and normalise inside.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from nst_core.config import DataConfig
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """Data that cannot be found or read; the message names the path and says how to get it."""
+
+
+class ImageSet(Dataset):
+    """Labeled images (label -1 where unknown): in memory as uint8 [N, C, H, W] or read lazily from files."""
+
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        num_classes: int,
+        name: str,
+        images: torch.Tensor | None = None,
+        paths: list[Path] | None = None,
+        input_size: tuple[int, int, int] | None = None,
+        crop_pct: float = 0.875,
+        classes: list[str] | None = None,
+    ) -> None:
+        if (images is None) == (paths is None):
+            raise ValueError("give either images or paths")
+        self.labels = labels.long()
+        self.num_classes = num_classes
+        self.name = name
+        self.images = images
+        self.paths = paths
+        self.input_size = tuple(images.shape[1:]) if images is not None else tuple(input_size)
+        self.crop_pct = crop_pct
+        self.classes = classes or [str(i) for i in range(num_classes)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.images is not None:
+            return self.images[index], int(self.labels[index])
+        return read_image(self.paths[index], self.input_size, self.crop_pct), int(self.labels[index])
+
+    def subset(self, indices: torch.Tensor | list[int]) -> "ImageSet":
+        """The images at `indices`, in that order."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(
+            labels=self.labels[idx], num_classes=self.num_classes, name=self.name,
+            images=None if self.images is None else self.images[idx],
+            paths=None if self.paths is None else [self.paths[i] for i in idx.tolist()],
+            input_size=self.input_size, crop_pct=self.crop_pct, classes=self.classes,
+        )
+
+
+@dataclass
+class NSTData:
+    """The three parts of a Noisy Student run: labeled, unlabeled pool (labels only for reporting), test."""
+
+    labeled: ImageSet
+    unlabeled: ImageSet
+    test: ImageSet
+
+    @property
+    def num_classes(self) -> int:
+        return self.labeled.num_classes
+
+
+def prepare_data(cfg: DataConfig, seed: int) -> NSTData:
+    """Load the dataset and split train into N labeled images per class (seeded) and the unlabeled pool."""
+    train, test = _load_train_test(cfg)
+    labeled_idx, unlabeled_idx = split_labeled(train.labels, cfg.labeled_per_class, seed, train.classes)
+    if cfg.unlabeled_dir:
+        pool = _folder_unlabeled(cfg)
+    else:
+        pool = train.subset(unlabeled_idx)
+    if cfg.unlabeled_limit is not None and cfg.unlabeled_limit < len(pool):
+        gen = torch.Generator().manual_seed(seed + 1)
+        keep = torch.randperm(len(pool), generator=gen)[: cfg.unlabeled_limit].sort().values
+        pool = pool.subset(keep)
+    return NSTData(labeled=train.subset(labeled_idx), unlabeled=pool, test=test)
+
+
+def load_test_set(data_cfg: DataConfig | dict[str, Any], input_size: list[int] | tuple[int, ...] | None = None) -> ImageSet:
+    """The untouched test set of a run's dataset, at `input_size` [C, H, W] (default: the config's)."""
+    cfg = _data_config(data_cfg)
+    if input_size is not None:
+        cfg = dataclasses.replace(cfg, input_size=list(input_size))
+    if cfg.dataset == "fashion_mnist":
+        root = find_fashion_mnist(cfg.data_dir, cfg.download)
+        images = read_idx(root, FASHION_MNIST_FILES["test_images"])
+        labels = read_idx(root, FASHION_MNIST_FILES["test_labels"])
+        return _fashion_set(images, labels, cfg, "fashion_mnist-test")
+    return _folder_set(cfg.test_dir, cfg, "test_dir")
+
+
+def iterate_batches(images: ImageSet, batch_size: int, num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 [B, C, H, W], int64 [B]) in index order; slices memory directly, files through a DataLoader."""
+    if images.images is not None:
+        for start in range(0, len(images), batch_size):
+            yield images.images[start:start + batch_size], images.labels[start:start + batch_size]
+        return
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    yield from loader
+
+
+def to_model_input(images: torch.Tensor, input_size: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """The documented transform: uint8 [N, H, W] or [N, C, H, W] -> uint8 [N, C', H', W'] at `input_size`."""
+    channels, height, width = input_size
+    x = images if images.ndim == 4 else images.unsqueeze(1)
+    if x.shape[-2:] != (height, width):
+        out = []
+        for chunk in x.split(4096):
+            y = F.interpolate(chunk.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+            out.append(y.round_().clamp_(0, 255).to(torch.uint8))
+        x = torch.cat(out)
+    if x.shape[1] == channels:
+        return x.contiguous()
+    if x.shape[1] == 1:
+        return x.expand(-1, channels, -1, -1).contiguous()
+    if channels == 1:  # colour to grey, ITU-R 601 weights as PIL's convert("L")
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x.float() * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    raise DataError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
+
+
+def read_image(path: Path, input_size: tuple[int, ...], crop_pct: float = 0.875) -> torch.Tensor:
+    """Decode one image file: short side to H / crop_pct, center crop to H x W; uint8 [C, H, W]."""
+    channels, height, width = input_size
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB" if channels == 3 else "L")
+            scale = min(height, width) / crop_pct / min(img.size)
+            size = (max(width, round(img.size[0] * scale)), max(height, round(img.size[1] * scale)))
+            img = img.resize(size, Image.BILINEAR)
+            left, top = (size[0] - width) // 2, (size[1] - height) // 2
+            img = img.crop((left, top, left + width, top + height))
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
+    array = array[:, :, None] if array.ndim == 2 else array
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def split_labeled(labels: torch.Tensor, per_class: int, seed: int, classes: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded split: `per_class` labeled indices per class, the rest unlabeled; both sorted."""
+    gen = torch.Generator().manual_seed(seed)
+    labeled = []
+    for c in range(int(labels.max()) + 1):
+        members = (labels == c).nonzero().flatten()
+        if len(members) < per_class:
+            name = f" ({classes[c]!r})" if classes else ""
+            raise DataError(
+                f"data.labeled_per_class is {per_class} but class {c}{name} has only {len(members)} training "
+                "images; lower data.labeled_per_class"
+            )
+        labeled.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    labeled_idx = torch.cat(labeled).sort().values
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[labeled_idx] = False
+    return labeled_idx, mask.nonzero().flatten()
+
+
+def find_fashion_mnist(data_dir: str | os.PathLike | None = None, download: bool = False) -> Path:
+    """Locate the Fashion-MNIST IDX files: `data_dir`, then the Debian package, then a torchvision download."""
+    candidates = []
+    if data_dir:
+        base = Path(data_dir)
+        candidates += [base, base / "FashionMNIST" / "raw"]
+    candidates.append(SYSTEM_FASHION_MNIST)
+    for root in candidates:
+        if all(_idx_path(root, name) is not None for name in FASHION_MNIST_FILES.values()):
+            return root
+    if download:
+        from torchvision.datasets import FashionMNIST
+
+        cache = Path(data_dir or Path.home() / ".cache" / "nst-robustness")
+        FashionMNIST(str(cache), train=True, download=True)
+        FashionMNIST(str(cache), train=False, download=True)
+        return cache / "FashionMNIST" / "raw"
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataError(
+        f"Fashion-MNIST not found (looked in {looked}). Install it with "
+        "`sudo apt-get install dataset-fashion-mnist` (Debian), or set data.download: true (or pass "
+        "--download) to fetch it with torchvision, or point data.data_dir / --data-dir at a folder holding "
+        f"{', '.join(v + '.gz' for v in FASHION_MNIST_FILES.values())}"
+    )
+
+
+def read_idx(root: Path, name: str) -> np.ndarray:
+    """Read one IDX file (gzipped or not): the format of MNIST and Fashion-MNIST."""
+    path = _idx_path(root, name)
+    if path is None:
+        raise DataError(f"{root / name}(.gz) does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file; re-download it")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {body.size}")
+    return body.reshape(shape)
+
+
+def _idx_path(root: Path, name: str) -> Path | None:
+    for candidate in (root / f"{name}.gz", root / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _data_config(data_cfg: DataConfig | dict[str, Any]) -> DataConfig:
+    if isinstance(data_cfg, DataConfig):
+        return data_cfg
+    from nst_core.config import _build
+
+    return _build(DataConfig, dict(data_cfg), "meta.json", "data")
+
+
+def _load_train_test(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
+    if cfg.dataset == "fashion_mnist":
+        root = find_fashion_mnist(cfg.data_dir, cfg.download)
+        train = _fashion_set(read_idx(root, FASHION_MNIST_FILES["train_images"]),
+                             read_idx(root, FASHION_MNIST_FILES["train_labels"]), cfg, "fashion_mnist-train")
+        test = _fashion_set(read_idx(root, FASHION_MNIST_FILES["test_images"]),
+                            read_idx(root, FASHION_MNIST_FILES["test_labels"]), cfg, "fashion_mnist-test")
+        return train, test
+    return _folder_set(cfg.data_dir, cfg, "data_dir"), _folder_set(cfg.test_dir, cfg, "test_dir")
+
+
+def _fashion_set(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, name: str) -> ImageSet:
+    pixels = to_model_input(torch.from_numpy(images.copy()), cfg.input_size)
+    return ImageSet(torch.from_numpy(labels.astype(np.int64)), 10, name, images=pixels, classes=FASHION_MNIST_CLASSES)
+
+
+def _folder_set(root: str | None, cfg: DataConfig, key: str) -> ImageSet:
+    from torchvision.datasets.folder import find_classes, make_dataset
+
+    if not root or not Path(root).is_dir():
+        raise DataError(f"data.{key} = {root!r} is not a folder; point it at an ImageFolder tree (<root>/<class>/*.jpg)")
+    classes, class_to_idx = find_classes(root)
+    samples = make_dataset(root, class_to_idx, extensions=IMAGE_EXTENSIONS)
+    return ImageSet(
+        torch.tensor([label for _, label in samples]), len(classes), Path(root).name,
+        paths=[Path(p) for p, _ in samples], input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct, classes=classes,
+    )
+
+
+def _folder_unlabeled(cfg: DataConfig) -> ImageSet:
+    root = Path(cfg.unlabeled_dir)
+    if not root.is_dir():
+        raise DataError(f"data.unlabeled_dir = {str(root)!r} is not a folder of images")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise DataError(f"data.unlabeled_dir {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return ImageSet(torch.full((len(paths),), -1), 0, root.name, paths=paths,
+                    input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct)

@@ -1,0 +1,141 @@
+"""The Noisy Student loop: teacher -> pseudo labels -> filter/balance -> noised student -> next teacher.
+
+A run directory holds `config.yaml` and one `gen<k>/` per generation. A finished generation (meta.json present,
+weights matching their sha256) is loaded, never retrained; an unfinished one resumes from its last epoch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from nst_core.checkpoint import atomic_write, is_complete, read_tensors, save_checkpoint, write_json, write_tensors
+from nst_core.config import ConfigError, RunConfig
+from nst_core.data import NSTData, prepare_data
+from nst_core.models import NormalizedClassifier, create_model, load_model, versions
+from nst_core.pseudo import Selection, filter_and_balance, make_targets, pool_accuracy, predict_probs
+from nst_core.train import TrainSet, build_augment, evaluate_top1, smooth_one_hot, train_generation
+
+PSEUDO_FILE = "pseudo_labels.safetensors"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Train every generation of `cfg` into `out`, resuming what is there; returns each generation's meta."""
+    out = Path(out)
+    _claim_run_dir(cfg, out)
+    dev = resolve_device(device or cfg.device)
+    data = prepare_data(cfg.data, cfg.seed)
+    metas: list[dict[str, Any]] = []
+    teacher: NormalizedClassifier | None = None
+    for generation in range(cfg.generations):
+        gen_dir = out / f"gen{generation}"
+        if is_complete(gen_dir):
+            teacher, meta = load_model(gen_dir, device=dev)
+            tqdm.write(f"gen{generation}: finished earlier (test top-1 {meta['metrics']['test_top1']:.2f} %), kept")
+        else:
+            teacher, meta = train_one(cfg, generation, data, teacher, gen_dir, dev, progress)
+            tqdm.write(f"gen{generation}: {meta['arch']} test top-1 {meta['metrics']['test_top1']:.2f} %")
+        metas.append(meta)
+    return metas
+
+
+def train_one(cfg: RunConfig, generation: int, data: NSTData, teacher: NormalizedClassifier | None,
+              gen_dir: Path, device: torch.device, progress: bool = True) -> tuple[NormalizedClassifier, dict[str, Any]]:
+    """Train generation `generation` (the teacher is None for gen0) and write its checkpoint."""
+    noised = generation > 0 or cfg.noise.apply_to_gen0
+    drop_rate = cfg.noise.dropout if noised else 0.0
+    drop_path_rate = cfg.noise.drop_path if noised else 0.0
+    spec = cfg.model_for(generation)
+    channels = cfg.data.input_size[0]
+    torch.manual_seed(cfg.seed * 7919 + generation)
+    model = NormalizedClassifier(create_model(spec, data.num_classes, channels, drop_rate, drop_path_rate),
+                                 cfg.data.mean, cfg.data.std)
+    augment = build_augment(cfg.noise, cfg.data.mean) if noised else None
+
+    labeled_targets = smooth_one_hot(data.labeled.labels, data.num_classes, cfg.train.label_smoothing)
+    labeled = TrainSet(data.labeled, torch.arange(len(data.labeled)), labeled_targets, augment)
+    unlabeled, pseudo_meta = None, None
+    if teacher is not None:
+        selection, targets, pseudo_meta = pseudo_label(cfg, generation, data, teacher, gen_dir, device, progress)
+        if len(selection.indices) == 0:
+            raise ConfigError(
+                f"gen{generation}: no pseudo label passed pseudo.min_threshold = {cfg.pseudo.min_threshold}; "
+                "lower it or train the teacher longer"
+            )
+        unlabeled = TrainSet(data.unlabeled, selection.indices, targets[selection.indices], augment)
+
+    epochs = cfg.train.epochs if generation == 0 else (cfg.train.student_epochs or cfg.train.epochs)
+    state_path = gen_dir / "train_state"
+    history = train_generation(model, labeled, unlabeled, cfg, generation, epochs, state_path, device, progress)
+    test_top1 = evaluate_top1(model, data.test, cfg.pseudo.batch_size, device)
+    meta = {
+        "name": f"{cfg.name}/gen{generation}", "run": cfg.name, "generation": generation,
+        "teacher": generation - 1 if generation > 0 else None, "arch": spec.arch, "model_kwargs": spec.kwargs,
+        "drop_rate": drop_rate, "drop_path_rate": drop_path_rate, "num_classes": data.num_classes,
+        "input_size": list(cfg.data.input_size), "mean": list(cfg.data.mean), "std": list(cfg.data.std),
+        "classes": data.labeled.classes, "config": cfg.to_dict(), "history": history,
+        "metrics": {"test_top1": test_top1, "test_n": len(data.test)},
+        "data": {"labeled": len(data.labeled), "unlabeled_pool": len(data.unlabeled), "test": len(data.test)},
+        "pseudo_labels": pseudo_meta, "versions": versions(),
+    }
+    meta = save_checkpoint(gen_dir, model.model.state_dict(), meta)
+    for suffix in (".json", ".safetensors"):
+        state_path.with_suffix(suffix).unlink(missing_ok=True)
+    return model, meta
+
+
+def pseudo_label(cfg: RunConfig, generation: int, data: NSTData, teacher: NormalizedClassifier, gen_dir: Path,
+                 device: torch.device, progress: bool = True) -> tuple[Selection, torch.Tensor, dict[str, Any]]:
+    """Label the pool with the teacher (cached in gen_dir), then filter and balance; returns targets for all."""
+    cache = gen_dir / PSEUDO_FILE
+    if cache.is_file():
+        probs = read_tensors(cache)["probs"]
+    else:
+        probs = predict_probs(teacher, data.unlabeled, cfg.pseudo.temperature, cfg.pseudo.batch_size, device,
+                              noised=cfg.pseudo.teacher_noise, amp=cfg.train.amp, progress=progress)
+        write_tensors(cache, {"probs": probs, "confidence": probs.max(1).values, "label": probs.argmax(1)})
+    per_class = cfg.pseudo.per_class or max(1, len(data.unlabeled) // data.num_classes)
+    generator = torch.Generator().manual_seed(cfg.seed * 31 + generation)
+    selection = filter_and_balance(probs, per_class, cfg.pseudo.min_threshold, cfg.pseudo.balance, generator)
+    targets = make_targets(probs, cfg.pseudo.mode)
+    if cfg.pseudo.mode == "hard":
+        targets = targets * (1.0 - cfg.train.label_smoothing) + cfg.train.label_smoothing / targets.shape[1]
+    unique = selection.indices.unique()
+    meta = {
+        "mode": cfg.pseudo.mode, "temperature": cfg.pseudo.temperature, "per_class_target": per_class,
+        "min_threshold": cfg.pseudo.min_threshold, "balance": cfg.pseudo.balance,
+        "before_per_class": selection.before, "kept_per_class": selection.kept,
+        "written_per_class": selection.written,
+        "thresholds": [round(t, 6) if t == t else None for t in selection.thresholds],
+        "pool_size": len(data.unlabeled), "unique_images": len(unique), "entries": len(selection.indices),
+        "accuracy_on_pool": pool_accuracy(probs, data.unlabeled.labels),
+        "accuracy_on_kept": pool_accuracy(probs, data.unlabeled.labels, unique),
+    }
+    write_json(gen_dir / "pseudo_labels.json", meta)
+    return selection, targets, meta
+
+
+def _claim_run_dir(cfg: RunConfig, out: Path) -> None:
+    """Write config.yaml, or check that an existing run directory was made by the same config."""
+    resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
+    path = out / "config.yaml"
+    if path.is_file():
+        if yaml.safe_load(path.read_text()) != yaml.safe_load(resolved):
+            raise ConfigError(
+                f"{out} holds a run made with a different config ({path}); resume with the same config, "
+                "or choose another --out"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(resolved))
+

@@ -1,0 +1,197 @@
+"""One generation's training: labeled and pseudo-labeled batches under the recipe's noise, resumable per epoch.
+
+Every epoch re-seeds torch, NumPy and `random` from (seed, generation, epoch), and the state (model, optimizer,
+EMA, history) is saved atomically after each epoch, so a killed run resumes to bit-identical weights.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data import rand_augment_transform
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from tqdm.auto import tqdm
+
+from nst_core.checkpoint import load_state, save_state
+from nst_core.config import NoiseConfig, RunConfig
+from nst_core.data import ImageSet, iterate_batches
+from nst_core.models import NormalizedClassifier
+
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TrainSet(Dataset):
+    """Images picked from an ImageSet (duplicates allowed) with soft targets [M, K], optionally augmented."""
+
+    def __init__(self, images: ImageSet, indices: torch.Tensor, targets: torch.Tensor, augment: Augment | None = None):
+        if len(indices) != len(targets):
+            raise ValueError(f"{len(indices)} indices but {len(targets)} targets")
+        self.images, self.indices, self.targets, self.augment = images, indices, targets, augment
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels, _ = self.images[int(self.indices[i])]
+        if self.augment is not None:
+            pixels = self.augment(pixels)
+        return pixels, self.targets[i]
+
+
+def build_augment(noise: NoiseConfig, mean: list[float]) -> Augment | None:
+    """timm's RandAugment on uint8 [C, H, W] tensors (through PIL), or None when input noise is off."""
+    if not noise.randaugment or noise.ra_magnitude <= 0 or noise.ra_ops <= 0:
+        return None
+    spec = f"rand-m{noise.ra_magnitude}-n{noise.ra_ops}-mstd{noise.ra_magnitude_std}-mmax{max(10, noise.ra_magnitude)}"
+    fill = tuple(round(255 * m) for m in (mean if len(mean) == 3 else mean * 3))
+    transform = rand_augment_transform(spec, {"img_mean": fill})
+
+    def augment(pixels: torch.Tensor) -> torch.Tensor:
+        grey = pixels.shape[0] == 1
+        image = to_pil_image(pixels.expand(3, -1, -1) if grey else pixels)
+        out = pil_to_tensor(transform(image))
+        return out[:1] if grey else out
+
+    return augment
+
+
+def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """One-hot targets with label smoothing (mass `smoothing` spread uniformly over all classes)."""
+    return F.one_hot(labels, num_classes).float() * (1.0 - smoothing) + smoothing / num_classes
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, NumPy and Python's `random` (RandAugment draws from it)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def epoch_seed(seed: int, generation: int, epoch: int) -> int:
+    """A distinct, reproducible seed per (run seed, generation, epoch)."""
+    return seed * 1_000_003 + generation * 10_007 + epoch
+
+
+@dataclass
+class Batches:
+    """How one epoch is cut: steps, and images per step from each source."""
+
+    steps: int
+    labeled: int
+    unlabeled: int
+
+
+def plan_batches(cfg: RunConfig, n_labeled: int, n_unlabeled: int) -> Batches:
+    """gen0: one pass over the labeled set; students: one pass over the pseudo-labeled set, labeled cycled."""
+    labeled = min(cfg.train.batch_size, n_labeled)
+    if n_unlabeled == 0:
+        return Batches(steps=max(1, n_labeled // labeled), labeled=labeled, unlabeled=0)
+    unlabeled = min(cfg.train.unlabel_ratio * cfg.train.batch_size, n_unlabeled)
+    return Batches(steps=max(1, n_unlabeled // unlabeled), labeled=labeled, unlabeled=unlabeled)
+
+
+def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: TrainSet | None, cfg: RunConfig,
+                     generation: int, epochs: int, state_path: Path, device: torch.device,
+                     progress: bool = True) -> list[dict]:
+    """Train `model` in place for `epochs`, resuming from `state_path`; returns the per-epoch history."""
+    train = cfg.train
+    plan = plan_batches(cfg, len(labeled), len(unlabeled) if unlabeled is not None else 0)
+    total_steps = epochs * plan.steps
+    model.to(device)
+    if train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(model.model, opt=train.optimizer, lr=train.lr, weight_decay=train.weight_decay)
+    scheduler = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=train.lr * 0.01,
+                                  warmup_t=round(train.warmup_epochs * plan.steps), warmup_lr_init=train.lr * 0.01,
+                                  t_in_epochs=False)
+    ema = ModelEmaV3(model.model, decay=train.ema_decay) if train.ema_decay else None
+    criterion = SoftTargetCrossEntropy()
+    weight = train.unlabeled_weight if train.unlabeled_weight is not None else float(train.unlabel_ratio)
+
+    start, history = 0, []
+    state = load_state(state_path)
+    if state is not None:
+        model.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
+        start, history = state["epoch"], state["history"]
+
+    for epoch in range(start, epochs):
+        seed_everything(epoch_seed(cfg.seed, generation, epoch))
+        labeled_batches = _cycle(labeled, plan.labeled, cfg.data.num_workers)
+        unlabeled_batches = _cycle(unlabeled, plan.unlabeled, cfg.data.num_workers) if unlabeled is not None else None
+        model.train()
+        loss_sum = 0.0
+        bar = tqdm(range(plan.steps), desc=f"gen{generation} epoch {epoch + 1}/{epochs}", unit="step",
+                   disable=not progress, leave=False)
+        for step in bar:
+            global_step = epoch * plan.steps + step
+            scheduler.step_update(global_step)
+            x_l, y_l = next(labeled_batches)
+            parts = [(x_l, y_l, 1.0)]
+            if unlabeled_batches is not None:
+                x_u, y_u = next(unlabeled_batches)
+                parts.append((x_u, y_u, weight))
+            loss = _step(model, optimizer, criterion, parts, device, train.amp, train.channels_last)
+            if ema is not None:
+                ema.update(model.model, step=global_step)
+            loss_sum += loss
+            bar.set_postfix(loss=f"{loss:.3f}")
+        history.append({"epoch": epoch + 1, "loss": round(loss_sum / plan.steps, 6),
+                        "lr": round(optimizer.param_groups[0]["lr"], 8)})
+        save_state(state_path, {"epoch": epoch + 1, "history": history, "model": model.model.state_dict(),
+                                "optimizer": optimizer.state_dict(),
+                                "ema": ema.module.state_dict() if ema is not None else {}})
+    if ema is not None:
+        model.model.load_state_dict(ema.module.state_dict())
+    model.eval()
+    return history
+
+
+def _step(model: NormalizedClassifier, optimizer: torch.optim.Optimizer, criterion: torch.nn.Module,
+          parts: list[tuple[torch.Tensor, torch.Tensor, float]], device: torch.device, amp: bool,
+          channels_last: bool) -> float:
+    """One update on the concatenated labeled + unlabeled batch; the loss is the weighted sum of both means."""
+    sizes = [len(x) for x, _, _ in parts]
+    x = torch.cat([x for x, _, _ in parts]).to(device, non_blocking=True).float().div_(255)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        logits = model(x).float()
+    loss = sum(w * criterion(chunk, y.to(device)) for chunk, (_, y, w) in zip(logits.split(sizes), parts))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _cycle(data: TrainSet, batch_size: int, num_workers: int):
+    """Endless shuffled batches (drop_last), re-shuffling on every pass; seeded by the epoch's torch seed."""
+    generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
+                        num_workers=num_workers, persistent_workers=False)
+    while True:
+        yield from loader
+
+
+@torch.inference_mode()
+def evaluate_top1(model: torch.nn.Module, images: ImageSet, batch_size: int, device: torch.device) -> float:
+    """Top-1 accuracy in percent on an ImageSet (model in eval mode)."""
+    model.eval()
+    correct = 0
+    for pixels, labels in iterate_batches(images, batch_size):
+        logits = model(pixels.to(device).float().div_(255))
+        correct += int((logits.argmax(1).cpu() == labels).sum())
+    return round(100.0 * correct / max(1, len(images)), 4)
+

@@ -1,0 +1,69 @@
+"""Each noise switch really acts: RandAugment changes inputs; dropout and drop path change train-mode outputs only."""
+import torch
+
+from nst_core.config import ModelSpec, NoiseConfig
+from nst_core.models import create_model
+from nst_core.train import build_augment, smooth_one_hot
+
+# a smooth image with structure (a gradient plus a square), as RandAugment's ops are meant for
+IMAGE = (torch.linspace(0, 200, 32).view(1, 1, 32) + torch.zeros(3, 32, 1)).to(torch.uint8)
+IMAGE[:, 8:20, 10:24] = 255
+
+
+def test_randaugment_changes_inputs_and_off_switch_is_identity():
+    augment = build_augment(NoiseConfig(ra_magnitude=9), [0.5, 0.5, 0.5])
+    torch.manual_seed(0)
+    import random
+
+    random.seed(0)
+    outs = [augment(IMAGE) for _ in range(64)]
+    assert all(o.shape == IMAGE.shape and o.dtype == torch.uint8 for o in outs)
+    changed = sum(not torch.equal(o, IMAGE) for o in outs)
+    # timm applies each of the 2 ops with probability 0.5: about 3/4 of the images change
+    assert 32 <= changed <= 60
+    assert max((o.float() - IMAGE.float()).abs().mean() for o in outs) > 10
+    assert build_augment(NoiseConfig(randaugment=False), [0.5] * 3) is None
+    assert build_augment(NoiseConfig(ra_magnitude=0), [0.5] * 3) is None
+
+
+def test_randaugment_on_grey_images_keeps_one_channel():
+    augment = build_augment(NoiseConfig(), [0.5])
+    assert augment(IMAGE[:1]).shape == (1, 32, 32)
+
+
+def _outputs(drop_rate, drop_path_rate, train):
+    torch.manual_seed(0)
+    model = create_model(ModelSpec("test_efficientnet", {"depth_multiplier": 2.0}), 10, 3, drop_rate, drop_path_rate)
+    model.train(train)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.manual_seed(2)
+        a = model(x)
+        torch.manual_seed(3)
+        b = model(x)
+    return a, b
+
+
+def test_dropout_acts_in_train_mode_only():
+    a, b = _outputs(0.5, 0.0, train=True)
+    assert not torch.allclose(a, b)
+    a, b = _outputs(0.5, 0.0, train=False)
+    assert torch.equal(a, b)
+
+
+def test_drop_path_acts_in_train_mode_only():
+    a, b = _outputs(0.0, 0.5, train=True)
+    assert not torch.allclose(a, b)
+    a, b = _outputs(0.0, 0.5, train=False)
+    assert torch.equal(a, b)
+
+
+def test_no_model_noise_is_deterministic_in_train_mode():
+    # BatchNorm uses batch statistics in train mode, but without dropout / drop path two passes agree
+    a, b = _outputs(0.0, 0.0, train=True)
+    assert torch.allclose(a, b)
+
+
+def test_label_smoothing():
+    t = smooth_one_hot(torch.tensor([1]), 4, 0.1)
+    assert torch.allclose(t, torch.tensor([[0.025, 0.925, 0.025, 0.025]]))
