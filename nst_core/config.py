@@ -32,7 +32,7 @@ class DataConfig:
     test_dir: str | None = None  # imagefolder: the test/val tree
     unlabeled_dir: str | None = None  # imagefolder: a folder of unlabeled images (default: the rest of train)
     download: bool = False  # fashion_mnist: allow a torchvision download when no local copy is found
-    labeled_per_class: int = 100
+    labeled_per_class: int | None = 100  # null: every training image is labeled (pool from unlabeled_dir)
     unlabeled_limit: int | None = None  # cap the unlabeled pool (seeded subset)
     input_size: list[int] = field(default_factory=lambda: [3, 32, 32])  # [C, H, W]
     mean: list[float] = field(default_factory=lambda: [0.286, 0.286, 0.286])
@@ -155,7 +155,9 @@ def validate(cfg: RunConfig, source: str = "<dict>") -> None:
     channels = cfg.data.input_size[0]
     if len(cfg.data.mean) != channels or len(cfg.data.std) != channels:
         raise ConfigError(f"{source}: data.mean and data.std need {channels} values (one per input channel)")
-    if cfg.data.labeled_per_class < 1:
+    if cfg.data.labeled_per_class is None and not cfg.data.unlabeled_dir:
+        raise ConfigError(f"{source}: data.labeled_per_class is null (all labeled) but no data.unlabeled_dir is given")
+    if cfg.data.labeled_per_class is not None and cfg.data.labeled_per_class < 1:
         raise ConfigError(f"{source}: data.labeled_per_class must be >= 1, got {cfg.data.labeled_per_class}")
     if cfg.train.unlabel_ratio < 1:
         raise ConfigError(f"{source}: train.unlabel_ratio must be >= 1, got {cfg.train.unlabel_ratio}")

@@ -98,7 +98,10 @@ class NSTData:
 def prepare_data(cfg: DataConfig, seed: int) -> NSTData:
     """Load the dataset and split train into N labeled images per class (seeded) and the unlabeled pool."""
     train, test = _load_train_test(cfg)
-    labeled_idx, unlabeled_idx = split_labeled(train.labels, cfg.labeled_per_class, seed, train.classes)
+    if cfg.labeled_per_class is None:
+        labeled_idx, unlabeled_idx = torch.arange(len(train)), torch.arange(0)
+    else:
+        labeled_idx, unlabeled_idx = split_labeled(train.labels, cfg.labeled_per_class, seed, train.classes)
     if cfg.unlabeled_dir:
         pool = _folder_unlabeled(cfg)
     else:

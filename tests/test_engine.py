@@ -17,7 +17,8 @@ from nst_core.engine import run
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick.yaml"
 # A smaller variant of the quick run for the kill/resume test (several epochs, so a kill can land mid-generation).
-RESUME_SET = ["data.labeled_per_class=10", "data.unlabeled_limit=400", "train.epochs=6", "train.student_epochs=2"]
+RESUME_SET = ["data.labeled_per_class=10", "data.unlabeled_limit=400", "train.epochs=6", "train.student_epochs=2",
+              "pseudo.min_threshold=0.05"]
 
 
 def nst_train(out: Path, *extra: str) -> subprocess.Popen:
