@@ -1,0 +1,383 @@
+"""ImageNet-P-style perturbation sequences generated at the model's input size, seeded per image, cached as uint8.
+
+Parameters follow the published ImageNet-P generation (Hendrycks & Dietterich 2019), frame index t:
+
+* gaussian_noise: frame 0 clean, frames 1..30 x + N(0, s^2), s = 0.03 / 0.05 / 0.08 for difficulty 1 / 2 / 3.
+* shot_noise: frame 0 clean, frames 1..30 Poisson(x * L) / L, L = 300 / 120 / 60.
+* speckle_noise: frame 0 clean, frames 1..30 x + x * N(0, s^2), s = 0.05 / 0.10 / 0.15.
+* motion_blur: ImageMagick-style one-sided Gaussian streak, radius 10, sigma 3, angle (t - 30) * 4 degrees.
+* zoom_blur: frame t is the mean of the zooms 1 + 0.004 j for j = 0..t (frame 0 clean).
+* gaussian_blur: sigma 0.25 + 0.035 t.
+* snow: a fixed snow layer (N(0.05, 0.3^2), zoomed x3, < 0.5 cut) motion-blurred with radius 14, sigma 4,
+  angle 4 t - 150 degrees, plus its 180-degree rotation, over the whitened image 0.85 x + 0.15 max(x, 1.5 g + 0.5).
+* spatter: a fixed liquid layer (N(0.65, 0.27^2), Gaussian sigma 3.7, < 0.69 cut) that runs down one step per frame
+  (column convolution with [0.05, 0.1, 0.15, 0.7]); pale-turquoise water drawn from its edges.
+* brightness: HSV value + (t - 15) * 0.02 (frame 15 clean).
+* translate (41 frames): horizontal shift t - 20 px; rotate: t - 15 degrees; shear: t - 15 degrees;
+  tilt: 3-D rotation about x and y by t - 15 degrees, focal length f = sqrt(w^2 + h^2) (the reference's projection
+  also shrinks every frame by f / (f + 1), kept); scale: (40 + 2.5 t) / 100.
+
+Lengths in pixels are given at 224 px and scaled to the image size: the shift exactly (-20..+20 px at 224 is
+-2.9..+2.9 px at 32); blur radii and sigmas (motion, Gaussian, snow, the spatter layer) by the same factor but never
+below half their 224-px values, which is about what the authors chose for CIFAR-10-P at 32 px (motion radius 6 /
+sigma 1.8, Gaussian sigma 0.3-0.75, spatter sigma 1.75); scaled down further, the blur sequences would not move.
+The spatter layer is rendered at 224 px times that factor (112 px for small images) and resized to the image.
+The benchmark warped a larger resized image and cropped it; here the image is all there is, so warps fill with
+black (0). Frames are quantised to uint8 by rounding (the original truncated).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+
+from eval.corruptions.catalog import image_seed
+from eval.metrics.perturbation import ALL_PERTURBATIONS, is_noise_perturbation
+
+REFERENCE_SIZE = 224
+GENERATOR_VERSION = 1  # bump when any sequence changes, so cached sequences are not reused
+NOISE_LEVELS: dict[str, tuple[float, float, float]] = {
+    "gaussian_noise": (0.03, 0.05, 0.08),
+    "shot_noise": (300.0, 120.0, 60.0),
+    "speckle_noise": (0.05, 0.10, 0.15),
+}
+_BILINEAR = TF.InterpolationMode.BILINEAR
+
+
+def num_frames(perturbation: str) -> int:
+    """Frames in a sequence: 41 for translate, 31 for the others."""
+    check_perturbation(perturbation)
+    return 41 if perturbation == "translate" else 31
+
+
+def check_perturbation(perturbation: str, difficulty: int = 1) -> None:
+    """Raise ValueError naming the bad perturbation or difficulty and the valid ones."""
+    if perturbation not in ALL_PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {perturbation!r}; valid: {', '.join(ALL_PERTURBATIONS)}")
+    if difficulty not in (1, 2, 3):
+        raise ValueError(f"invalid difficulty {difficulty!r}; valid: 1, 2, 3")
+
+
+def frame_parameters(perturbation: str, difficulty: int = 1) -> list[float]:
+    """The per-frame parameter of a sequence (224-px units; noise: the noise level, 0 for the clean frame 0)."""
+    check_perturbation(perturbation, difficulty)
+    n = num_frames(perturbation)
+    if is_noise_perturbation(perturbation):
+        return [0.0] + [NOISE_LEVELS[perturbation][difficulty - 1]] * (n - 1)
+    per_frame = {
+        "motion_blur": lambda t: (t - 30) * 4.0,  # streak angle in degrees
+        "zoom_blur": lambda t: 1 + 0.004 * t,  # largest zoom in the average
+        "gaussian_blur": lambda t: 0.25 + 0.035 * t,  # sigma
+        "snow": lambda t: 4.0 * t - 150,  # snowfall angle in degrees
+        "spatter": lambda t: float(t),  # steps the liquid has run down
+        "brightness": lambda t: (t - 15) * 0.02,  # added HSV value
+        "translate": lambda t: float(t - 20),  # shift in px at 224
+        "rotate": lambda t: float(t - 15),  # degrees
+        "shear": lambda t: float(t - 15),  # degrees
+        "tilt": lambda t: float(t - 15),  # degrees about x and y
+        "scale": lambda t: (t * 2.5 + 40) / 100,  # zoom factor
+    }[perturbation]
+    return [per_frame(t) for t in range(n)]
+
+
+def generate_sequences(images: torch.Tensor, perturbation: str, keys: Sequence[int], seed: int = 0,
+                       difficulty: int = 1) -> torch.Tensor:
+    """Sequences of uint8 images [N, C, H, W] (C = 1 or 3) -> uint8 [N, T, C, H, W].
+
+    Randomness per image is a function of (seed, perturbation, difficulty, key) only. `difficulty` selects the noise
+    level of the noise perturbations; the others have one sequence (their difficulty is a stride when evaluating).
+    """
+    check_perturbation(perturbation, difficulty)
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected uint8 images [N, C, H, W] with C = 1 or 3, got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    keys = [int(k) for k in keys]
+    if len(keys) != images.shape[0]:
+        raise ValueError(f"got {len(keys)} keys for {images.shape[0]} images; pass one key per image")
+    level = difficulty if is_noise_perturbation(perturbation) else 1
+    generators = [torch.Generator().manual_seed(image_seed(seed, perturbation, level, k)) for k in keys]
+    x = images.float() / 255.0
+    params = frame_parameters(perturbation, level)
+    frames = _RENDERERS[perturbation](x, params, generators)
+    return frames.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _blur_scale(x: torch.Tensor) -> float:
+    return max(min(x.shape[-2:]) / REFERENCE_SIZE, 0.5)
+
+
+def _noise_frames(x: torch.Tensor, params: list[float], generators: list[torch.Generator],
+                  noisy) -> torch.Tensor:
+    n_noisy = len(params) - 1
+    rows = []
+    for image, gen in zip(x, generators):
+        rows.append(torch.cat([image[None], noisy(image.expand(n_noisy, *image.shape), params[1], gen).clamp(0, 1)]))
+    return torch.stack(rows)
+
+
+def _gaussian_noise(x, params, generators):
+    return _noise_frames(x, params, generators,
+                         lambda im, s, g: im + s * torch.randn(im.shape, generator=g))
+
+
+def _shot_noise(x, params, generators):
+    return _noise_frames(x, params, generators,
+                         lambda im, lam, g: torch.poisson(im * lam, generator=g) / lam)
+
+
+def _speckle_noise(x, params, generators):
+    return _noise_frames(x, params, generators,
+                         lambda im, s, g: im + im * s * torch.randn(im.shape, generator=g))
+
+
+def _per_frame(x: torch.Tensor, params: list[float], warp) -> torch.Tensor:
+    """Apply `warp(images, param)` once per frame to the whole batch -> [N, T, C, H, W]."""
+    return torch.stack([warp(x, p) for p in params], dim=1)
+
+
+def _affine(x: torch.Tensor, angle: float = 0.0, shift: float = 0.0, scale: float = 1.0,
+            shear: float = 0.0) -> torch.Tensor:
+    return TF.affine(x, angle=angle, translate=[shift, 0.0], scale=scale, shear=[shear, 0.0],
+                     interpolation=_BILINEAR, fill=0.0)
+
+
+def _translate(x, params, _):
+    pixels = x.shape[-1] / REFERENCE_SIZE
+    return _per_frame(x, params, lambda im, p: _affine(im, shift=p * pixels))
+
+
+def _rotate(x, params, _):
+    return _per_frame(x, params, lambda im, p: _affine(im, angle=p))
+
+
+def _shear(x, params, _):
+    return _per_frame(x, params, lambda im, p: _affine(im, shear=p))
+
+
+def _scale_frames(x, params, _):
+    return _per_frame(x, params, lambda im, p: _affine(im, scale=p))
+
+
+def tilt_homography(width: int, height: int, degrees: float) -> np.ndarray:
+    """3x3 source-to-destination homography of the benchmark's tilt: rotate about x and y, project back."""
+    phi = theta = math.radians(degrees)
+    f = math.hypot(width, height)
+    p1 = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1], [0, 0, 1]])
+    rx = np.array([[1, 0, 0, 0], [0, math.cos(theta), -math.sin(theta), 0],
+                   [0, math.sin(theta), math.cos(theta), 0], [0, 0, 0, 1]])
+    ry = np.array([[math.cos(phi), 0, -math.sin(phi), 0], [0, 1, 0, 0],
+                   [math.sin(phi), 0, math.cos(phi), 0], [0, 0, 0, 1]])
+    t = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
+    p2 = np.array([[f, 0, width / 2, 0], [0, f, height / 2, 0], [0, 0, 1, 0]])
+    return p2 @ t @ rx @ ry @ p1
+
+
+def _tilt(x, params, _):
+    h, w = x.shape[-2:]
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], dtype=np.float64)
+
+    def warp(im: torch.Tensor, degrees: float) -> torch.Tensor:
+        mapped = corners @ tilt_homography(w, h, degrees).T
+        ends = (mapped[:, :2] / mapped[:, 2:]).tolist()
+        return TF.perspective(im, corners[:, :2].tolist(), ends, interpolation=_BILINEAR, fill=0.0)
+
+    return _per_frame(x, params, warp)
+
+
+def _zoom_blur(x, params, _):
+    zooms = torch.stack([_affine(x, scale=p) for p in params[1:]], dim=1)  # [N, T-1, C, H, W]
+    sums = torch.cat([x[:, None], zooms], dim=1).cumsum(dim=1)
+    counts = torch.arange(1, len(params) + 1, dtype=x.dtype).view(1, -1, 1, 1, 1)
+    return sums / counts
+
+
+def _brightness(x, params, _):
+    value = x.amax(dim=1, keepdim=True)  # HSV value; hue and saturation stay, so RGB scales with it
+    frames = []
+    for c in params:
+        new_value = (value + c).clamp(0, 1)
+        ratio = torch.where(value > 0, new_value / value.clamp_min(1e-12), torch.zeros_like(value))
+        frames.append(torch.where(value > 0, x * ratio, new_value.expand_as(x)))
+    return torch.stack(frames, dim=1)
+
+
+def _gaussian_kernel(sigma: float, truncate: float) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def _gaussian_blur_image(x: torch.Tensor, sigma: float, truncate: float = 6.0) -> torch.Tensor:
+    kernel = _gaussian_kernel(sigma, truncate)
+    r = kernel.numel() // 2
+    if r == 0:
+        return x
+    c = x.shape[1]
+    padded = F.pad(x, (r, r, r, r), mode="replicate")
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+
+
+def _gaussian_blur(x, params, _):
+    s = _blur_scale(x)
+    return _per_frame(x, params, lambda im, sigma: _gaussian_blur_image(im, sigma * s))
+
+
+def _motion_blur_image(x: torch.Tensor, degrees: float, radius: float, sigma: float, pixels: float) -> torch.Tensor:
+    """One-sided Gaussian streak along `degrees` (radius, sigma in 224-px units; `pixels` px per unit)."""
+    taps = torch.arange(int(2 * radius + 1), dtype=torch.float32)
+    weights = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    keep = weights >= 1e-3 * weights[0]
+    taps, weights = taps[keep], weights[keep] / weights[keep].sum()
+    n, _, h, w = x.shape
+    ys = (2 * torch.arange(h, dtype=torch.float32) + 1) / h - 1
+    xs = (2 * torch.arange(w, dtype=torch.float32) + 1) / w - 1
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [H, W, 2] as (x, y)
+    direction = torch.tensor([math.cos(math.radians(degrees)) * 2 / w, math.sin(math.radians(degrees)) * 2 / h])
+    out = torch.zeros_like(x)
+    for tap, weight in zip(taps.tolist(), weights.tolist()):
+        grid = (base + tap * pixels * direction).expand(n, h, w, 2)
+        out += weight * F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out
+
+
+def _motion_blur(x, params, _):
+    s = _blur_scale(x)
+    return _per_frame(x, params, lambda im, angle: _motion_blur_image(im, angle, 10, 3, s))
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def _snow(x, params, generators):
+    n, _, h, w = x.shape
+    s = _blur_scale(x)
+    layers = torch.stack([0.05 + 0.3 * torch.randn(1, h, w, generator=g) for g in generators])  # [N, 1, H, W]
+    ch, cw = math.ceil(h / 3), math.ceil(w / 3)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    zoomed = F.interpolate(layers[..., top:top + ch, left:left + cw], scale_factor=3, mode="bilinear",
+                           align_corners=False)
+    trim_h, trim_w = (zoomed.shape[-2] - h) // 2, (zoomed.shape[-1] - w) // 2
+    layers = zoomed[..., trim_h:trim_h + h, trim_w:trim_w + w]
+    layers = torch.where(layers < 0.5, torch.zeros_like(layers), layers).clamp(0, 1)
+    whitened = 0.85 * x + 0.15 * torch.maximum(x, _gray(x) * 1.5 + 0.5)
+    frames = []
+    for angle in params:
+        moving = _motion_blur_image(layers, angle, 14, 4, s)
+        frames.append((whitened + moving + moving.flip(-2, -1)).clamp(0, 1))
+    return torch.stack(frames, dim=1)
+
+
+_SPATTER_COLOR = (238 / 255, 238 / 255, 175 / 255)  # pale turquoise, RGB
+
+
+def _spatter_masks(generator: torch.Generator, num: int, size: int) -> np.ndarray:
+    """Water masks [T, size, size] (0..0.6) of one image: the liquid layer running down a step per frame."""
+    import cv2
+    from scipy.ndimage import convolve1d, gaussian_filter
+
+    layer = (0.65 + 0.27 * torch.randn(size, size, generator=generator, dtype=torch.float64)).numpy()
+    layer = gaussian_filter(layer, sigma=3.7 * size / REFERENCE_SIZE, mode="nearest", truncate=4.0)
+    layer[layer < 0.69] = 0
+    run_down = np.array([0.05, 0.1, 0.15, 0.7])  # with origin -1: numpy's convolve(..., mode="same") per column
+    edge_kernel = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    masks = np.empty((num, size, size), dtype=np.float32)
+    for t in range(num):
+        liquid = (layer * 255).astype(np.uint8)
+        dist = cv2.distanceTransform(255 - cv2.Canny(liquid, 50, 150), cv2.DIST_L2, 5)
+        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+        dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
+        dist = cv2.blur(cv2.filter2D(dist, cv2.CV_8U, edge_kernel), (3, 3)).astype(np.float32)
+        mask = liquid * dist
+        peak = mask.max()
+        masks[t] = 0.6 * mask / peak if peak > 0 else 0.0
+        layer = convolve1d(layer, run_down, axis=0, mode="constant", origin=-1)
+    return masks
+
+
+def _spatter(x, params, generators):
+    n, c, h, w = x.shape
+    size = round(REFERENCE_SIZE * _blur_scale(x))
+    masks = torch.from_numpy(np.stack([_spatter_masks(g, len(params), size) for g in generators]))  # [N, T, S, S]
+    if (size, size) != (h, w):
+        masks = F.interpolate(masks, size=(h, w), mode="area" if size > max(h, w) else "bilinear")
+    color = torch.tensor(_SPATTER_COLOR, dtype=x.dtype).view(1, 1, 3, 1, 1)
+    if c == 1:
+        color = _gray(color.view(1, 3, 1, 1)).view(1, 1, 1, 1, 1)
+    return (x[:, None] + masks[:, :, None] * color).clamp(0, 1)
+
+
+_RENDERERS = {
+    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "speckle_noise": _speckle_noise,
+    "motion_blur": _motion_blur, "zoom_blur": _zoom_blur, "gaussian_blur": _gaussian_blur,
+    "snow": _snow, "spatter": _spatter, "brightness": _brightness,
+    "translate": _translate, "rotate": _rotate, "shear": _shear, "tilt": _tilt, "scale": _scale_frames,
+}
+
+
+def sequence_cache_path(cache_dir: str | Path, images: torch.Tensor, perturbation: str, keys: Sequence[int],
+                        seed: int, difficulty: int) -> Path:
+    """Cache file of these sequences: named by a hash of the images, keys, seed, perturbation and generator."""
+    level = difficulty if is_noise_perturbation(perturbation) else 1
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"v{GENERATOR_VERSION}|{perturbation}|{level}|{seed}|{tuple(images.shape)}".encode())
+    digest.update(np.asarray([int(k) for k in keys], dtype=np.int64).tobytes())
+    digest.update(images.contiguous().numpy().tobytes())
+    return Path(cache_dir) / "perturbation_sequences" / f"{perturbation}_{level}_{digest.hexdigest()}.npy"
+
+
+def cached_sequences(images: torch.Tensor, perturbation: str, keys: Sequence[int], seed: int = 0,
+                     difficulty: int = 1, cache_dir: str | Path | None = None) -> torch.Tensor:
+    """`generate_sequences`, read from / written atomically to an .npy cache under `cache_dir` (None: no cache)."""
+    if cache_dir is None:
+        return generate_sequences(images, perturbation, keys, seed, difficulty)
+    path = sequence_cache_path(cache_dir, images, perturbation, keys, seed, difficulty)
+    if path.exists():
+        try:
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        except (ValueError, OSError):
+            pass  # a damaged cache file is regenerated and replaced
+    frames = generate_sequences(images, perturbation, keys, seed, difficulty)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, frames.numpy(), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return frames
+
+
+def sequence_strip(image: torch.Tensor, perturbations: Sequence[str] = ALL_PERTURBATIONS, columns: int = 8,
+                   key: int = 0, seed: int = 0, gap: int = 2) -> np.ndarray:
+    """uint8 RGB grid [rows * (H + gap) - gap, columns * (W + gap) - gap, 3] of one uint8 [C, H, W] image.
+
+    One row per perturbation (in the order given), `columns` frames evenly spaced from first to last; white gaps.
+    """
+    c, h, w = image.shape
+    rows = []
+    for perturbation in perturbations:
+        frames = generate_sequences(image[None], perturbation, [key], seed)[0]  # [T, C, H, W]
+        picks = np.linspace(0, frames.shape[0] - 1, columns).round().astype(int)
+        rows.append(frames[picks])
+    grid = np.full((len(rows) * (h + gap) - gap, columns * (w + gap) - gap, 3), 255, dtype=np.uint8)
+    for r, frames in enumerate(rows):
+        for col, frame in enumerate(frames):
+            tile = frame.permute(1, 2, 0).numpy()
+            grid[r * (h + gap):r * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = tile  # C=1 broadcasts
+    return grid

@@ -1,0 +1,208 @@
+"""`perturbation`: ImageNet-P stability: flip probability, top-5 distance, FR / relative T5D, mFR / mT5D, frame top-1.
+
+Sequences come from the official ImageNet-P videos (`--imagenet-p`), or are generated at the model's input size
+from the clean test set (the run's own, or ImageNet val) by `eval.corruptions.perturbations`, cached on disk.
+FR and relative T5D need a baseline evaluated here on the same sequences: the run's gen0 teacher by default,
+`--baseline` otherwise (on ImageNet the AlexNet ImageNet-P values are not published in code, so a baseline must be
+named and is computed here). Options: `perturbations` (names; default all 14), `perturbation_difficulty` (1..3),
+`perturbation_limit` (sequences; default: the clean set's size).
+
+Rows: per perturbation (`corruption` = its name) `fp`, `t5d`, `top1` and, with a baseline, `fr`, `t5d_rel`; over the
+10 evaluated perturbations (`corruption` NULL) `top1` (all their frames) and, with a baseline, `mfr`, `mt5d`.
+Difficulty d > 1 is part of the dataset name (`<dataset>-p-d2`); `severity` stays NULL.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from eval.context import EvalContext, EvaluationError
+from eval.corruptions.perturbations import GENERATOR_VERSION, cached_sequences, check_perturbation, num_frames
+from eval.datasets import DEFAULT_CACHE, imagenet_classes, seeded_subset
+from eval.imagenet_p import imagenet_p_sequences
+from eval.metrics.perturbation import (
+    ALL_PERTURBATIONS,
+    EVALUATED_PERTURBATIONS,
+    PerturbationMetrics,
+    mean_over_perturbations,
+    relative_to_baseline,
+)
+from eval.suites import register_suite
+
+SUITE = "perturbation"
+RAW_METRICS = ("fp", "t5d", "top1")
+UNITS = ("fp: fraction of frame pairs whose top-1 flips; t5d: mean top-5 distance; fr, t5d_rel, mfr, mt5d: percent "
+         "of the baseline's value on the same sequences; top1: percent of all frames")
+IMAGENET_BASELINE_NOTE = ("the AlexNet ImageNet-P values are not published in code: FR and relative T5D are relative "
+                          "to the baseline named here, evaluated by this suite on the same sequences")
+CACHE_BYTES = 64 << 20  # sequences per generated chunk (and cache file): about this many bytes
+
+
+def has_sequences(ctx: EvalContext) -> bool:
+    """Whether sequences can be had: ImageNet-P videos, or a clean set to generate them from."""
+    return ctx.data.imagenet_p is not None or ctx.data.val is not None or not ctx.data.is_imagenet
+
+
+@dataclass
+class SequenceSource:
+    """The sequences of one perturbation: a dataset name, a count, and a batch iterator (uint8 [B, T, C, H, W])."""
+
+    dataset: str
+    n: int
+    batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    settings: dict[str, Any]
+    class_check: Callable[[EvalContext], None]
+
+
+def perturbation_options(ctx: EvalContext) -> tuple[list[str], int, int | None]:
+    """(perturbations, difficulty, sequence limit) from the run options, validated."""
+    names = list(ctx.options.perturbations or ALL_PERTURBATIONS)
+    difficulty = int(ctx.options.perturbation_difficulty)
+    for name in names:
+        check_perturbation(name, difficulty)
+    return names, difficulty, ctx.options.perturbation_limit
+
+
+def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit: int | None) -> SequenceSource:
+    """ImageNet-P videos when `--imagenet-p` is given, else sequences generated from the clean set."""
+    o = ctx.options
+    if ctx.data.imagenet_p is not None:
+        classes = imagenet_classes(ctx.data.val) if ctx.data.val is not None else None
+        videos = imagenet_p_sequences(ctx.data.imagenet_p, perturbation, ctx.meta["input_size"], difficulty,
+                                      classes, limit if limit is not None else o.limit, o.seed)
+
+        def check(c: EvalContext) -> None:
+            k = int(c.meta.get("num_classes") or 0)
+            if bool((videos.labels >= 0).any()) and k <= int(videos.labels.max()):
+                raise EvaluationError(f"{c.model_name} has {k} classes but ImageNet-P ({videos.folder}) needs an "
+                                      "ImageNet-1k model (1000 classes)")
+
+        return SequenceSource(_dataset_name("imagenet-p", difficulty), len(videos),
+                              lambda bs: videos.batches(bs, o.workers), {"source": str(videos.folder)}, check)
+
+    clean = ctx.clean_set()
+    if limit is not None and limit < len(clean):
+        clean = clean.subset(seeded_subset(len(clean), limit, o.seed))
+    cache_root = Path(o.cache_dir) if o.cache_dir is not None else DEFAULT_CACHE
+    frames = num_frames(perturbation)
+    c, h, w = (int(v) for v in ctx.meta["input_size"])
+    chunk = max(1, min(256, CACHE_BYTES // (frames * c * h * w)))
+
+    def generated(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        keys = clean.indices.tolist()
+        start = 0
+        for images, labels in clean.batches(chunk, o.workers):  # streamed: the clean set is never all in memory
+            yield cached_sequences(images, perturbation, keys[start:start + len(images)], o.seed, difficulty,
+                                   cache_root), labels
+            start += len(images)
+
+    settings = {"source": "generated", "generator_version": GENERATOR_VERSION, "generated_from": clean.name,
+                "cache": str(cache_root / "perturbation_sequences")}
+    return SequenceSource(_dataset_name(f"{clean.name}-p", difficulty), len(clean), generated, settings,
+                          lambda model_ctx: model_ctx.check_classes(clean))
+
+
+def sequence_logits(ctx: EvalContext, sequences: torch.Tensor) -> torch.Tensor:
+    """Logits [B, T, K] of uint8 sequences [B, T, C, H, W], frames in batches of `--batch-size`."""
+    flat = sequences.flatten(0, 1)
+    outputs = []
+    for start in range(0, flat.shape[0], ctx.options.batch_size):
+        x = flat[start:start + ctx.options.batch_size].to(ctx.device, non_blocking=True).float().div_(255)
+        with torch.inference_mode(), ctx.autocast():
+            outputs.append(ctx.model(x).float().cpu())
+    return torch.cat(outputs).view(sequences.shape[0], sequences.shape[1], -1)
+
+
+def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
+                      desc: str) -> dict[str, float]:
+    """Stream the source's sequences through the model: {"fp", "t5d", "top1", "n"}."""
+    source.class_check(ctx)
+    acc = PerturbationMetrics(perturbation, difficulty)
+    bar = tqdm(total=source.n, desc=desc, unit="seq", disable=not ctx.options.progress, leave=False,
+               dynamic_ncols=True)
+    # enough sequences per step that a forward batch is full
+    per_step = max(1, ctx.options.batch_size // num_frames(perturbation))
+    for sequences, labels in source.batches(per_step):
+        for start in range(0, sequences.shape[0], per_step):
+            part, part_labels = sequences[start:start + per_step], labels[start:start + per_step]
+            logits = sequence_logits(ctx, part)
+            try:
+                acc.update(logits, part_labels if bool((part_labels >= 0).all()) else None)
+            except ValueError as exc:
+                raise EvaluationError(f"{desc}: {exc}. Check the checkpoint or evaluate without --amp. Cells "
+                                      "already stored are kept.") from None
+            bar.update(part.shape[0])
+    bar.close()
+    return acc.compute()
+
+
+def raw_values(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
+               settings: dict[str, Any]) -> dict[str, float]:
+    """This model's fp / t5d / top1 on the source: from the store when there, else measured and stored."""
+    cell = ctx.cell(SUITE, source.dataset, corruption=perturbation)
+    stored = ctx.stored(cell, source.n)
+    if stored is not None and all(m in stored for m in RAW_METRICS):
+        ctx.counts["stored"] += 1
+        return {m: (math.nan if stored[m]["value"] is None else stored[m]["value"]) for m in RAW_METRICS}
+    values = measure_sequences(ctx, source, perturbation, difficulty, cell.describe())
+    ctx.store.write([cell.row(m, values[m], source.n, ctx.settings(**settings)) for m in RAW_METRICS])
+    ctx.counts["computed"] += 1
+    return values
+
+
+@register_suite(SUITE, supports=has_sequences, order=40,
+                requirement="ImageNet evaluation needs --imagenet-p (the videos) or --val (to generate sequences)")
+def perturbation(ctx: EvalContext) -> list[dict[str, Any]]:
+    """Per perturbation fp, t5d, top1 (and fr, t5d_rel with a baseline); mfr, mt5d over the 10 evaluated ones."""
+    names, difficulty, limit = perturbation_options(ctx)
+    base = ctx.baseline_context
+    base_name = None if base is None else base.model_name
+    common = {"difficulty": difficulty, "units": UNITS, "baseline": base_name,
+              "pairing": "noise: every frame vs frame 0; others: consecutive frames, stride = difficulty"}
+    if ctx.data.is_imagenet:
+        common["baseline_note"] = IMAGENET_BASELINE_NOTE if base is not None else \
+            "no baseline named (--baseline): FR, relative T5D, mFR and mT5D are not computed"
+    rows: list[dict[str, Any]] = []
+    top1: dict[str, float] = {}
+    relative: dict[str, dict[str, float]] = {"fr": {}, "t5d_rel": {}}
+    source = None
+    for name in names:
+        source = sequence_source(ctx, name, difficulty, limit)
+        settings = {**common, **source.settings, "frames": num_frames(name)}
+        own = raw_values(ctx, source, name, difficulty, settings)
+        top1[name] = own["top1"]
+        cell = ctx.cell(SUITE, source.dataset, corruption=name)
+        cell_rows = [cell.row(m, own[m], source.n, ctx.settings(**settings)) for m in RAW_METRICS]
+        if base is not None:
+            ref = own if base is ctx else raw_values(base, source, name, difficulty, settings)
+            relative["fr"][name] = relative_to_baseline(own["fp"], ref["fp"])
+            relative["t5d_rel"][name] = relative_to_baseline(own["t5d"], ref["t5d"])
+            extra = [cell.row(m, relative[m][name], source.n, ctx.settings(**settings)) for m in relative]
+            ctx.store.write(extra)
+            cell_rows += extra
+        rows += cell_rows
+    if source is not None and all(p in top1 for p in EVALUATED_PERTURBATIONS):
+        frames = {p: num_frames(p) for p in EVALUATED_PERTURBATIONS}
+        means = {"top1": sum(top1[p] * frames[p] for p in frames) / sum(frames.values())}
+        if base is not None:
+            means.update(mfr=mean_over_perturbations(relative["fr"]),
+                         mt5d=mean_over_perturbations(relative["t5d_rel"]))
+        cell = ctx.cell(SUITE, source.dataset)
+        agg_settings = {**common, "perturbations": list(EVALUATED_PERTURBATIONS)}
+        if undefined := [p for p in EVALUATED_PERTURBATIONS if math.isnan(relative["fr"].get(p, 0.0))]:
+            agg_settings["undefined"] = (f"the baseline never flipped on {', '.join(undefined)}: FR is undefined "
+                                         "there, so mFR is too; evaluate more sequences")
+        aggregate = [cell.row(m, v, source.n, ctx.settings(**agg_settings)) for m, v in means.items()]
+        ctx.store.write(aggregate)
+        rows += aggregate
+    return rows
+
+
+def _dataset_name(name: str, difficulty: int) -> str:
+    return name if difficulty == 1 else f"{name}-d{difficulty}"
