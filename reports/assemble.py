@@ -1,0 +1,184 @@
+"""Assemble the whole report from results stores: load -> tables -> figures -> render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reports import figures, tables
+from reports.load import Store, load_stores
+from reports.render import Figure, Section, Table, write_html, write_markdown, write_tables
+from reports.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+
+TITLE = "Robustness report"
+EXAMPLES_FILE = "examples.npz"
+METHODS = (
+    "95% confidence intervals: accuracies (clean, ImageNet-A, robust accuracy) use the exact Clopper-Pearson "
+    "binomial interval from the stored value and n. mCE, relative mCE and mean corruption accuracy use a percentile "
+    f"bootstrap over images ({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}; the same images resampled in "
+    "every corruption cell; the baseline's error sums held fixed), given only when the per-image bits reproduce the "
+    "stored value; otherwise n/a with the reason in tables/headline_long.csv. Changes against the baseline are "
+    "differences of stored values; for accuracies measured on the same images the p-value is McNemar's exact test "
+    "(two-sided binomial test on the images that exactly one of the two models gets right). Derived metrics (mCE, "
+    "mFR, ...) get no paired test. No correction for multiple comparisons."
+)
+
+
+def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str | None = None,
+          examples: str | Path | None = None) -> dict[str, Path]:
+    """Write the report for `stores` into `out`; returns the written files keyed by their path relative to `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = load_stores([stores] if isinstance(stores, (str, Path)) else list(stores))
+    if not store.order:
+        raise ValueError("the results stores hold no models")
+    baseline = _choose_baseline(store, baseline)
+    long = tables.headline_long(store, baseline)
+    corruptions = tables.corruption_table(store)
+    ce_wide = tables.ce_comparison(corruptions)
+    perturbations = tables.perturbation_table(store)
+    ablation = tables.ablation_table(store, long)
+    runs = dict(zip(store.models["model"], store.models["run"])) | dict(zip(store.results["model"],
+                                                                            store.results["run"]))
+    colours = figures.model_colours(store.order, {m: r if isinstance(r, str) else None for m, r in runs.items()})
+
+    written = write_tables(_tables(long, corruptions, ce_wide, perturbations, ablation, store), out)
+    sections = [
+        Section("Overview", _overview(store, baseline)),
+        _headline_section(long, colours, out),
+        _corruption_section(long, corruptions, ce_wide, colours, out),
+        _perturbation_section(perturbations),
+        _ablation_section(ablation, long, store),
+        _examples_section(store, examples, out),
+        _settings_section(store),
+    ]
+    written += [write_markdown(TITLE, sections, out), write_html(TITLE, sections, out)]
+    written += [block.stem.with_suffix(suffix) for section in sections for block in section.blocks
+                if isinstance(block, Figure) for suffix in (".png", ".svg")]
+    return {p.relative_to(out).as_posix(): p for p in written}
+
+
+def _choose_baseline(store: Store, baseline: str | None) -> str:
+    if baseline is None:
+        return store.order[0]
+    if baseline not in store.order:
+        raise ValueError(f"baseline {baseline!r} is not in the stores; models: {', '.join(store.order)}")
+    return baseline
+
+
+def _tables(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame, perturbations: pd.DataFrame,
+            ablation: pd.DataFrame, store: Store) -> list[Table]:
+    candidates = [
+        Table("headline", tables.headline_wide(long), "Headline metrics per model (values in %)."),
+        Table("headline_long", long, "Headline metrics with 95% CIs, change against the baseline and the test."),
+        Table("corruption_errors", corruptions, "Top-1 error per corruption and severity, CE and relative CE."),
+        Table("ce_per_corruption", ce_wide, "CE (%) per corruption (rows) and model (columns)."),
+        Table("perturbations", perturbations, "Flip probability, FR, T5D and top-1 per perturbation and difficulty."),
+        Table("ablation", ablation, "Runs side by side: settings that differ between their configs, then metrics."),
+        Table("versions", tables.versions_table(store), "Package versions recorded in the stores."),
+        Table("data", tables.data_table(store), "Datasets and subset sizes (images per measurement) per suite."),
+        Table("settings", tables.settings_table(store), "Settings recorded in the stores' rows and models' meta."),
+    ]
+    return [t for t in candidates if not t.frame.empty]
+
+
+def _overview(store: Store, baseline: str) -> list[str]:
+    blocks = [
+        "Results stores: " + ", ".join(str(p) for p in store.sources) + ".",
+        "Models (grouped by run, ordered by generation): " + ", ".join(store.order) + ".",
+        f"Baseline for the changes (deltas) and paired tests: {baseline}.",
+    ]
+    return blocks + [f"Note: {note}" for note in store.notes]
+
+
+def _headline_section(long: pd.DataFrame, colours: dict, out: Path) -> Section:
+    if long.empty:
+        return Section("Headline", ["The stores hold no headline metrics."])
+    fixed, robust = long[long["attack"].isna()], long[long["attack"].notna()]
+    blocks: list = []
+    for part, what in ((fixed, "Headline"), (robust, "Robust accuracy per attack and eps (1/255)")):
+        if not part.empty:
+            blocks += [Table("headline", tables.headline_display(part), f"{what}: value [95% CI] per model, in %."),
+                       Table("headline_delta", tables.delta_display(part), f"{what}: change against the baseline "
+                             "(percentage points), with McNemar's exact p-value where both models have per-image "
+                             "results on the same images.")]
+    blocks.append(METHODS)
+    figures.metrics_vs_generation(long, colours, out / "figures")
+    blocks.append(Figure(out / "figures" / "metrics_vs_generation", "Headline metrics vs generation (95% CIs)."))
+    if not robust.empty:
+        figures.robust_vs_eps(robust, colours, out / "figures")
+        blocks.append(Figure(out / "figures" / "robust_accuracy_vs_eps",
+                             "Robust top-1 accuracy vs eps (1/255 units) per attack (95% Clopper-Pearson CIs)."))
+    return Section("Headline", blocks)
+
+
+def _corruption_section(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame, colours: dict,
+                        out: Path) -> Section:
+    if corruptions.empty:
+        return Section("Corruptions (ImageNet-C style)", ["The stores hold no corruption results."])
+    named = corruptions.groupby("baseline", sort=False)["model"].agg(lambda m: ", ".join(dict.fromkeys(m)))
+    blocks: list = ["CE normalisation baseline: " + "; ".join(f"{b} (for {m})" for b, m in named.items()) + "."]
+    if not ce_wide.empty:
+        figures.ce_bars(ce_wide, colours, out / "figures")
+        blocks += [Table("ce_per_corruption", ce_wide, "CE (%) per corruption and model (baseline = 100)."),
+                   Figure(out / "figures" / "ce_per_corruption", "CE per corruption per model (lower is better).")]
+    clean = long[long["quantity"] == "clean_top1"]
+    clean_error = dict(zip(clean["model"], 100 - clean["value"]))
+    figures.error_vs_severity(corruptions, clean_error, colours, out / "figures")
+    blocks += [Figure(out / "figures" / "error_vs_severity",
+                      "Mean top-1 error per corruption family vs severity (common corruptions; 0 = clean)."),
+               Table("corruption_errors", corruptions,
+                     "Top-1 error (%) per corruption and severity, CE, relative CE and the normalisation baseline.")]
+    return Section("Corruptions (ImageNet-C style)", blocks)
+
+
+def _perturbation_section(perturbations: pd.DataFrame) -> Section:
+    if perturbations.empty:
+        return Section("Perturbations (ImageNet-P style)", ["The stores hold no perturbation results."])
+    return Section("Perturbations (ImageNet-P style)", [
+        "FR and T5D ratios are normalised by the baseline named in the rows' settings (`baseline`); fp and t5d are "
+        "the raw flip probability and top-5 distance.",
+        Table("perturbations", perturbations, "Per perturbation and difficulty (top-1 in %).")])
+
+
+def _ablation_section(ablation: pd.DataFrame, long: pd.DataFrame, store: Store) -> Section:
+    if ablation.empty:
+        runs = store.models["run"].dropna().nunique()
+        return Section("Ablation", [f"No ablation table: {runs} run(s) with a stored config (needs 2 or more)."])
+    metrics = {"run", "generation", *long["label"]}
+    settings = [c for c in ablation.columns if c not in metrics]
+    text = ("Settings that differ between the runs' stored configs: " + ", ".join(settings) + "."
+            if settings else "The runs' stored configs do not differ.")
+    return Section("Ablation", [text, Table("ablation", ablation, "Runs side by side (values in %).")])
+
+
+def _examples_section(store: Store, examples: str | Path | None, out: Path) -> Section:
+    candidates = [Path(examples)] if examples else [p.parent / EXAMPLES_FILE for p in store.sources]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return Section("Example corrupted images", [
+            f"Skipped: no image array file given (--examples, or {EXAMPLES_FILE} beside a store)."])
+    images, titles = _read_examples(path)
+    figures.example_strip(images, titles, out / "figures")
+    return Section("Example corrupted images", [Figure(out / "figures" / "example_corruptions", f"From {path}.")])
+
+
+def _read_examples(path: Path) -> tuple[np.ndarray, list[str]]:
+    if path.suffix == ".npy":
+        images = np.load(path)
+        return images, [f"example {i}" for i in range(len(images))]
+    with np.load(path) as data:
+        images = data["images"]
+        titles = [str(t) for t in data["titles"]] if "titles" in data else [f"example {i}" for i in range(len(images))]
+    return images, titles
+
+
+def _settings_section(store: Store) -> Section:
+    return Section("Settings used", [
+        Table("versions", tables.versions_table(store), "Versions of torch, timm and torchattacks as recorded."),
+        Table("data", tables.data_table(store), "Datasets and subset sizes: images per measurement (n) per suite."),
+        Table("settings", tables.settings_table(store),
+              "Every setting recorded in the results' rows and in the models' meta versions (seeds, limits, ...)."),
+    ])

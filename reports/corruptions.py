@@ -1,0 +1,26 @@
+"""Benchmark vocabulary the report needs: ImageNet-C corruption order and families (Hendrycks & Dietterich 2019)."""
+
+COMMON = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+"""The 15 common corruptions, in the benchmark's order; mCE averages over these."""
+
+EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+"""The 4 extra ("validation") corruptions, reported on their own."""
+
+FAMILIES = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "frost", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+}
+"""The four families of the common corruptions."""
+
+
+def corruption_sort_key(name: str) -> tuple[int, str]:
+    """Sort key putting the common corruptions first in benchmark order, then the extras, then anything else."""
+    order = COMMON + EXTRA
+    return (order.index(name), "") if name in order else (len(order), name)

@@ -1,0 +1,332 @@
+"""Report tables as pandas frames: headline (with CIs and paired tests), per-corruption CE, ablation, settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from reports.corruptions import corruption_sort_key
+from reports.derived import DERIVED, derived_cis
+from reports.load import Store, cell_key, correctness, run_configs
+from reports.stats import accuracy_ci, mcnemar_exact
+
+NOT_RECORDED = "not recorded"
+VERSIONED_PACKAGES = ("torch", "timm", "torchattacks")
+PERTURBATION = ("mfr", "mt5d")
+CORRUPTION_SUITE = "corruption"
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One headline column: which stored rows it reads and how it is labelled."""
+
+    key: str
+    label: str
+    metric: str
+    suite: str | None = None
+    attack: str | None = None
+    eps: float | None = None
+    severity: int | None = None
+
+    @property
+    def is_accuracy(self) -> bool:
+        """Whether the value is a binomial proportion (percent of n images), so exact CIs and McNemar apply."""
+        return self.metric == "top1"
+
+
+FIXED_QUANTITIES = (
+    Quantity("clean_top1", "clean top-1 (%)", "top1", suite="clean"),
+    Quantity("mce", "mCE (%)", "mce"),
+    Quantity("relative_mce", "relative mCE (%)", "relative_mce"),
+    Quantity("mean_corruption_top1", "mean corruption acc. (%)", "mean_corruption_top1"),
+    Quantity("mfr", "mFR (%)", "mfr"),
+    Quantity("mt5d", "mT5D (%)", "mt5d"),
+    Quantity("imagenet_a_top1", "ImageNet-A top-1 (%)", "top1", suite="natural-adversarial"),
+)
+
+
+def quantities(store: Store) -> list[Quantity]:
+    """Headline quantities present in the store: the fixed ones (mFR/mT5D per difficulty when there are several),
+    then robust accuracy per attack and eps."""
+    present = []
+    for quantity in FIXED_QUANTITIES:
+        rows = _rows(store.results, quantity)
+        difficulties = sorted({int(d) for d in rows["severity"].dropna()}) if quantity.metric in PERTURBATION else []
+        if len(difficulties) > 1:
+            present += [replace(quantity, key=f"{quantity.key}_d{d}", severity=d,
+                                label=quantity.label.replace(" (%)", f" d={d} (%)")) for d in difficulties]
+        elif len(rows):
+            present.append(quantity)
+    adversarial = store.results[(store.results["suite"] == "adversarial") & (store.results["metric"] == "top1")]
+    pairs = sorted({(str(a), float(e)) for a, e in zip(adversarial["attack"], adversarial["eps"]) if pd.notna(e)})
+    robust = [Quantity(f"{a}_eps{e:g}", f"{a} eps={e:g}/255 acc. (%)", "top1", suite="adversarial", attack=a, eps=e)
+              for a, e in pairs]
+    return present + robust
+
+
+def headline_long(store: Store, baseline: str | None) -> pd.DataFrame:
+    """One row per (model, quantity): value, n, 95% CI, change vs the baseline and its paired test."""
+    records = []
+    bootstrapped = {model: derived_cis(store, model) for model in store.order}
+    for quantity in quantities(store):
+        rows = _rows(store.results, quantity)
+        for model in store.order:
+            row = rows[rows["model"] == model].head(1)
+            if len(row):
+                record = _headline_record(store, quantity, row.iloc[0], rows, baseline)
+                record.update(_interval(quantity, record["value"], record["n"], bootstrapped[model]))
+                records.append(record)
+    return pd.DataFrame(records, columns=[
+        "model", "run", "generation", "quantity", "label", "attack", "eps", "value", "n", "ci_low", "ci_high",
+        "ci_method", "baseline", "delta", "p_value", "test"])
+
+
+def headline_wide(long: pd.DataFrame, column: str = "value") -> pd.DataFrame:
+    """The headline pivoted to one row per model (in report order) and one column per quantity."""
+    if long.empty:
+        return pd.DataFrame()
+    labels = list(dict.fromkeys(long["label"]))
+    models = list(dict.fromkeys(long["model"]))
+    wide = long.pivot(index="model", columns="label", values=column)
+    return wide.reindex(index=models, columns=labels)
+
+
+def headline_display(long: pd.DataFrame) -> pd.DataFrame:
+    """Headline cells formatted as 'value [CI low, CI high]'."""
+    formatted = long.assign(cell=[_with_ci(v, lo, hi) for v, lo, hi in
+                                  zip(long["value"], long["ci_low"], long["ci_high"])])
+    return headline_wide(formatted, "cell")
+
+
+def delta_display(long: pd.DataFrame) -> pd.DataFrame:
+    """Change against the baseline per model and quantity, with the paired test's p-value where one ran."""
+    cells = [("" if pd.isna(d) else f"{d:+.2f}" + ("" if pd.isna(p) else f" (p={p:.3g})"))
+             for d, p in zip(long["delta"], long["p_value"])]
+    return headline_wide(long.assign(cell=cells), "cell")
+
+
+def corruption_table(store: Store) -> pd.DataFrame:
+    """Per model and corruption: top-1 error (%) per severity, CE, relative CE and the normalisation baseline."""
+    results = store.results[store.results["suite"] == CORRUPTION_SUITE]
+    cells = results[(results["metric"] == "top1") & results["corruption"].notna() & results["severity"].notna()]
+    if cells.empty:
+        return pd.DataFrame()
+    errors = cells.assign(severity=cells["severity"].astype(int), error=100 - cells["value"])
+    table = errors.pivot_table(index=["model", "corruption"], columns="severity", values="error", aggfunc="first")
+    table.columns = [f"error s{s} (%)" for s in table.columns]
+    per_corruption = results[results["corruption"].notna() & results["severity"].isna()]
+    for metric, label in (("ce", "CE (%)"), ("relative_ce", "relative CE (%)")):
+        values = per_corruption[per_corruption["metric"] == metric].set_index(["model", "corruption"])["value"]
+        table[label] = values.reindex(table.index)
+    ce_rows = per_corruption[per_corruption["metric"].isin(["ce", "relative_ce"])]
+    baselines = ce_rows.assign(baseline=ce_rows["settings"].map(baseline_name)).drop_duplicates(
+        ["model", "corruption"]).set_index(["model", "corruption"])["baseline"]
+    table["baseline"] = baselines.reindex(table.index).fillna(NOT_RECORDED)
+    return _order_models_and_corruptions(table.reset_index(), store.order)
+
+
+def ce_comparison(corruptions: pd.DataFrame) -> pd.DataFrame:
+    """CE (%) with one row per corruption (benchmark order) and one column per model (report order)."""
+    if corruptions.empty or corruptions["CE (%)"].isna().all():
+        return pd.DataFrame()
+    wide = corruptions.pivot(index="corruption", columns="model", values="CE (%)")
+    models = list(dict.fromkeys(corruptions["model"]))
+    rows = sorted(wide.index, key=corruption_sort_key)
+    return wide.reindex(index=rows, columns=models).dropna(how="all")
+
+
+def perturbation_table(store: Store) -> pd.DataFrame:
+    """Per model, perturbation and difficulty: flip probability, FR, top-5 distance, T5D ratio and top-1 (%)."""
+    rows = store.results[(store.results["suite"] == "perturbation") & store.results["corruption"].notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    table = rows.assign(difficulty=rows["severity"].astype("Int64")).pivot_table(
+        index=["model", "corruption", "difficulty"], columns="metric", values="value", aggfunc="first")
+    table = table.reset_index().rename(columns={"corruption": "perturbation"})
+    rank = {m: i for i, m in enumerate(store.order)}
+    return table.sort_values(["model", "perturbation", "difficulty"], key=lambda c: c.map(rank) if c.name == "model"
+                             else c, kind="stable").reset_index(drop=True).rename_axis(columns=None)
+
+
+def baseline_name(settings: dict) -> str:
+    """The CE normalisation baseline recorded in a row's settings (key `baseline`), or 'not recorded'."""
+    value = settings.get("baseline") if isinstance(settings, dict) else None
+    if value is None:
+        return NOT_RECORDED
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def differing_settings(configs: dict[str, dict]) -> pd.DataFrame:
+    """Flattened config settings that differ between runs (rows: runs); a run's own name or paths are ignored."""
+    flat = {run: flatten(config) for run, config in configs.items()}
+    keys = sorted(set().union(*flat.values())) if flat else []
+    columns = {}
+    for key in keys:
+        values = {run: flat[run].get(key, NOT_RECORDED) for run in flat}
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) < 2:
+            continue
+        if all(isinstance(v, str) and run in v for run, v in values.items()):
+            continue  # the run's identity (its name, its output folder), not a recipe switch
+        columns[key] = values
+    return pd.DataFrame(columns, index=list(flat)).rename_axis("run")
+
+
+def ablation_table(store: Store, long: pd.DataFrame) -> pd.DataFrame:
+    """Runs side by side: the settings that differ between their stored configs, then headline values."""
+    configs = run_configs(store)
+    if len(configs) < 2:
+        return pd.DataFrame()
+    settings = differing_settings(configs)
+    values = headline_wide(long)
+    models = store.models.drop_duplicates("model").set_index("model")
+    rows = []
+    for model in store.order:
+        if model not in models.index or models.at[model, "run"] not in configs:
+            continue
+        run = models.at[model, "run"]
+        record = {"model": model, "run": run, "generation": _int_or_none(models.at[model, "generation"])}
+        record.update(settings.loc[run].to_dict())
+        record.update(values.loc[model].to_dict() if model in values.index else {})
+        rows.append(record)
+    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
+def settings_table(store: Store) -> pd.DataFrame:
+    """Every setting recorded in the rows' settings or the models' meta versions: its values and where it was."""
+    sources = [(f"results ({suite})", list(rows["settings"])) for suite, rows in store.results.groupby("suite")]
+    sources.append(("models meta", [{"versions": m.get("versions", {})} for m in store.models["meta"]
+                                    if isinstance(m, dict)]))
+    found: dict[str, tuple[set[str], list[str]]] = {}
+    for source, settings in sources:
+        for key, values in _distinct(settings).items():
+            entry = found.setdefault(key, (set(), []))
+            entry[0].update(values)
+            entry[1].append(source)
+    return pd.DataFrame([{"setting": key, "values": _listing(values), "recorded in": ", ".join(where)}
+                         for key, (values, where) in sorted(found.items())],
+                        columns=["setting", "values", "recorded in"])
+
+
+def data_table(store: Store) -> pd.DataFrame:
+    """Datasets and subset sizes: per suite and dataset, the image counts n and the number of models."""
+    rows = store.results.dropna(subset=["n"])
+    grouped = rows.groupby(["suite", "dataset"], dropna=False)
+    return pd.DataFrame({
+        "images (n)": grouped["n"].agg(lambda n: ", ".join(str(int(v)) for v in sorted(set(n)))),
+        "models": grouped["model"].nunique(),
+    }).reset_index()
+
+
+def versions_table(store: Store) -> pd.DataFrame:
+    """Versions of torch, timm and torchattacks found anywhere in the settings or meta ('not recorded' if none)."""
+    sources = list(store.results["settings"]) + [m for m in store.models["meta"] if isinstance(m, dict)]
+    found: dict[str, set[str]] = {p: set() for p in VERSIONED_PACKAGES}
+    for source in sources:
+        for key, value in flatten(source).items():
+            package = key.rsplit(".", 1)[-1]
+            if package in found and value is not None:
+                found[package].add(str(value))
+    return pd.DataFrame({"package": list(found),
+                         "version": [", ".join(sorted(v)) or NOT_RECORDED for v in found.values()]})
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dicts flattened to dotted keys; lists are kept as JSON text so they compare and print."""
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+    return flat
+
+
+def _rows(results: pd.DataFrame, quantity: Quantity) -> pd.DataFrame:
+    mask = (results["metric"] == quantity.metric) & results["value"].notna()
+    if quantity.suite is not None:
+        mask &= results["suite"] == quantity.suite
+    if quantity.metric == "top1":
+        mask &= results["corruption"].isna() & results["severity"].isna()
+        mask &= (results["attack"] == quantity.attack) if quantity.attack else results["attack"].isna()
+    if quantity.eps is not None:
+        mask &= np.isclose(results["eps"].astype(float), quantity.eps)
+    if quantity.severity is not None:
+        mask &= results["severity"] == quantity.severity
+    return results[mask]
+
+
+def _headline_record(store: Store, quantity: Quantity, row: pd.Series, rows: pd.DataFrame,
+                     baseline: str | None) -> dict:
+    model, value, n = row["model"], float(row["value"]), row["n"]
+    record = {"model": model, "run": row["run"], "generation": _int_or_none(row["generation"]),
+              "quantity": quantity.key, "label": quantity.label, "attack": quantity.attack, "eps": quantity.eps,
+              "value": value, "n": None if pd.isna(n) else int(n), "baseline": baseline,
+              "ci_low": np.nan, "ci_high": np.nan, "ci_method": "", "delta": np.nan, "p_value": np.nan, "test": ""}
+    base_row = rows[rows["model"] == baseline].head(1)
+    if baseline is None or base_row.empty:
+        return record
+    record["delta"] = value - float(base_row["value"].iloc[0])
+    if model == baseline:
+        record["test"] = "baseline"
+    elif not quantity.is_accuracy:
+        record["test"] = "n/a (derived metric, no paired test)"
+    else:
+        record.update(_paired_test(store, model, baseline, row, base_row.iloc[0]))
+    return record
+
+
+def _interval(quantity: Quantity, value: float, n: int | None, bootstrapped: dict) -> dict:
+    if quantity.is_accuracy:
+        low, high = accuracy_ci(value, n)
+        method = "Clopper-Pearson exact" if np.isfinite(low) else "n/a (n not recorded)"
+        return {"ci_low": low, "ci_high": high, "ci_method": method}
+    interval = bootstrapped.get(quantity.key) if quantity.key in DERIVED else None
+    if isinstance(interval, tuple):
+        return {"ci_low": interval[0], "ci_high": interval[1], "ci_method": "bootstrap over images (percentile)"}
+    return {"ci_low": np.nan, "ci_high": np.nan, "ci_method": interval or "n/a (not a per-image metric)"}
+
+
+def _paired_test(store: Store, model: str, baseline: str, row: pd.Series, base_row: pd.Series) -> dict:
+    if cell_key(row) != cell_key(base_row) or row["n"] != base_row["n"]:
+        return {"test": "n/a (not the same images)"}
+    ours = correctness(store, model, cell_key(row), row["n"])
+    theirs = correctness(store, baseline, cell_key(base_row), base_row["n"])
+    if ours is None or theirs is None:
+        return {"test": "n/a (no per-image data)"}
+    result = mcnemar_exact(ours, theirs)
+    return {"p_value": result.p_value, "test": result.test}
+
+
+def _with_ci(value: float, low: float, high: float) -> str:
+    if pd.isna(low):
+        return f"{value:.2f}"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _order_models_and_corruptions(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    rank = {m: i for i, m in enumerate(order)}
+    keys = [(rank.get(m, len(rank)), corruption_sort_key(c)) for m, c in zip(table["model"], table["corruption"])]
+    positions = sorted(range(len(keys)), key=keys.__getitem__)
+    return table.iloc[positions].reset_index(drop=True)
+
+
+def _distinct(settings: list[dict]) -> dict[str, set[str]]:
+    values: dict[str, set[str]] = {}
+    for entry in settings:
+        for key, value in flatten(entry if isinstance(entry, dict) else {}).items():
+            values.setdefault(key, set()).add(str(value))
+    return values
+
+
+def _listing(values: set[str], most: int = 8) -> str:
+    ordered = sorted(values)
+    shown = ", ".join(ordered[:most])
+    return shown if len(ordered) <= most else f"{shown}, ... ({len(ordered)} values)"
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)

@@ -1,0 +1,332 @@
+"""Tests of the report stage on small hand-made results stores written per docs/contracts.md."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import reports
+from reports import cli, tables
+from reports.load import Store, load_stores
+from reports.stats import accuracy_ci, clopper_pearson, mcnemar_exact
+
+N = 100
+SEVERITIES = (1, 2, 3, 4, 5)
+CORRUPTION_DROP = {"gaussian_noise": 8, "defocus_blur": 5, "snow": 6, "contrast": 10, "speckle_noise": 4}
+COMMON_HERE = ("gaussian_noise", "defocus_blur", "snow", "contrast")
+ATTACKS = {("FGSM", 0.0): 0, ("FGSM", 2.0): 3, ("FGSM", 8.0): 3, ("PGD", 2.0): 5, ("PGD", 8.0): 5}
+CLEAN = {"fmnist/gen0": 80, "fmnist/gen1": 85, "fmnist/gen2": 90, "fmnist_nodrop/gen0": 80, "fmnist_nodrop/gen1": 83,
+         "timm:resnet18": 70}
+MFR = {"fmnist/gen0": 100.0, "fmnist/gen1": 90.0, "fmnist/gen2": 80.0}
+BASELINE = "fmnist/gen0"
+VERSIONS = {"torch": "2.4.1", "timm": "1.0.9", "torchattacks": "3.5.1"}
+RESULT_SQL = """CREATE TABLE results (model TEXT, checkpoint_sha256 TEXT, run TEXT, generation INTEGER, suite TEXT,
+    dataset TEXT, corruption TEXT, severity INTEGER, attack TEXT, eps REAL, metric TEXT, value REAL, n INTEGER,
+    settings TEXT, created TEXT)"""
+MODELS_SQL = """CREATE TABLE models (model TEXT, checkpoint_sha256 TEXT, run TEXT, generation INTEGER, source TEXT,
+    meta TEXT)"""
+PER_IMAGE_SQL = """CREATE TABLE per_image (model TEXT, suite TEXT, dataset TEXT, corruption TEXT, severity INTEGER,
+    attack TEXT, eps REAL, correct BLOB, n INTEGER)"""
+
+
+def corrupted_top1(model: str, corruption: str, severity: int) -> int:
+    """Hand-made accuracy: clean minus a per-corruption drop per severity step."""
+    return CLEAN[model] - CORRUPTION_DROP[corruption] * severity
+
+
+def attacked_top1(model: str, attack: str, eps: float) -> int:
+    """Hand-made robust accuracy: clean minus a per-attack drop per eps unit (eps 0 gives clean)."""
+    return CLEAN[model] - int(ATTACKS[(attack, eps)] * eps)
+
+
+def expected_ce(model: str, corruption: str) -> float:
+    """CE_c = 100 * sum_s E_model / sum_s E_baseline (errors in percent)."""
+    ours = sum(100 - corrupted_top1(model, corruption, s) for s in SEVERITIES)
+    base = sum(100 - corrupted_top1(BASELINE, corruption, s) for s in SEVERITIES)
+    return 100 * ours / base
+
+
+def expected_relative_ce(model: str, corruption: str) -> float:
+    """Relative CE_c = 100 * sum_s (E - E_clean) / sum_s (E_base - E_clean_base)."""
+    ours = sum(CLEAN[model] - corrupted_top1(model, corruption, s) for s in SEVERITIES)
+    base = sum(CLEAN[BASELINE] - corrupted_top1(BASELINE, corruption, s) for s in SEVERITIES)
+    return 100 * ours / base
+
+
+def expected_mce(model: str) -> float:
+    """Mean CE over the common corruptions present."""
+    return float(np.mean([expected_ce(model, c) for c in COMMON_HERE]))
+
+
+def bits(correct: int) -> bytes:
+    """Packed per-image correctness: the first `correct` of N images right."""
+    return np.packbits(np.arange(N) < correct).tobytes()
+
+
+def config(run: str, dropout: float) -> dict:
+    """A run config: identical between sibling runs except student.dropout (and the run's own name and folder)."""
+    return {"name": run, "out_dir": f"runs/{run}", "seed": 0, "data": {"name": "fashion_mnist", "limit": N},
+            "student": {"arch": "resnet18", "dropout": dropout, "noise": {"randaugment": [2, 9]}},
+            "generations": 3}
+
+
+def write_store(path: Path, models: list[str], per_image: bool = True) -> Path:
+    """Write a results store per the contract: clean, corruption, adversarial, perturbation rows and per-image bits."""
+    con = sqlite3.connect(path)
+    con.execute(RESULT_SQL)
+    con.execute(MODELS_SQL)
+    if per_image:
+        con.execute(PER_IMAGE_SQL)
+    settings = json.dumps({"data": "fashion_mnist", "limit": N, "seed": 0, "versions": VERSIONS})
+    ce_settings = json.dumps({"data": "fashion_mnist", "limit": N, "seed": 0, "baseline": BASELINE})
+    for model in models:
+        if model.startswith("timm:"):
+            run, generation, meta = None, None, {"name": model, "sha256": None}
+        else:
+            run, gen = model.split("/")
+            generation = int(gen[3:])
+            meta = {"name": model, "run": run, "generation": generation, "versions": VERSIONS,
+                    "config": config(run, 0.0 if run.endswith("nodrop") else 0.2)}
+        con.execute("INSERT INTO models VALUES (?,?,?,?,?,?)",
+                    (model, f"sha-{model}", run, generation, f"runs/{model}", json.dumps(meta)))
+
+        def add(suite, corruption, severity, attack, eps, metric, value, n=N, extra=settings, correct=None):
+            con.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (model, f"sha-{model}", run, generation, suite, "fashion_mnist", corruption, severity,
+                         attack, eps, metric, value, n, extra, "2026-11-22T05:00:00"))
+            if per_image and correct is not None:
+                con.execute("INSERT INTO per_image VALUES (?,?,?,?,?,?,?,?,?)",
+                            (model, suite, "fashion_mnist", corruption, severity, attack, eps, bits(correct), N))
+
+        add("clean", None, None, None, None, "top1", float(CLEAN[model]), correct=CLEAN[model])
+        for corruption in CORRUPTION_DROP:
+            for severity in SEVERITIES:
+                top1 = corrupted_top1(model, corruption, severity)
+                add("corruption", corruption, severity, None, None, "top1", float(top1), correct=top1)
+            add("corruption", corruption, None, None, None, "ce", expected_ce(model, corruption), extra=ce_settings)
+            add("corruption", corruption, None, None, None, "relative_ce", expected_relative_ce(model, corruption),
+                extra=ce_settings)
+        add("corruption", None, None, None, None, "mce", expected_mce(model), extra=ce_settings)
+        add("corruption", None, None, None, None, "relative_mce",
+            float(np.mean([expected_relative_ce(model, c) for c in COMMON_HERE])), extra=ce_settings)
+        add("corruption", None, None, None, None, "mean_corruption_top1",
+            float(np.mean([corrupted_top1(model, c, s) for c in COMMON_HERE for s in SEVERITIES])))
+        for attack, eps in ATTACKS:
+            top1 = attacked_top1(model, attack, eps)
+            add("adversarial", None, None, attack, eps, "top1", float(top1), correct=top1)
+        if model in MFR:  # as nst-eval writes them: corruption = perturbation, severity = difficulty
+            for metric, value in (("fp", 0.05), ("fr", MFR[model]), ("top1", 47.0)):
+                add("perturbation", "gaussian_noise", 1, None, None, metric, value)
+            add("perturbation", None, 1, None, None, "mfr", MFR[model])
+    con.commit()
+    con.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two stores: run `fmnist` gen0..gen2; the sibling ablation run `fmnist_nodrop` (dropout 0.0) and a timm model."""
+    folder = tmp_path_factory.mktemp("stores")
+    main = write_store(folder / "main.sqlite", ["fmnist/gen0", "fmnist/gen1", "fmnist/gen2"])
+    sibling = write_store(folder / "sibling.sqlite", ["timm:resnet18", "fmnist_nodrop/gen1", "fmnist_nodrop/gen0"])
+    return [main, sibling]
+
+
+@pytest.fixture(scope="module")
+def loaded(stores: list[Path]) -> Store:
+    """Both stores, merged."""
+    return load_stores(stores)
+
+
+@pytest.fixture(scope="module")
+def long(loaded: Store) -> pd.DataFrame:
+    """The headline in long form against the baseline, indexed by (model, quantity)."""
+    return tables.headline_long(loaded, BASELINE).set_index(["model", "quantity"])
+
+
+@pytest.fixture(scope="module")
+def report(stores: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The full report built from both stores with example images."""
+    out = tmp_path_factory.mktemp("report")
+    examples = out.parent / "examples.npz"
+    images = (np.arange(4 * 28 * 28).reshape(4, 1, 28, 28) % 256).astype(np.uint8)
+    np.savez(examples, images=images, titles=np.array(["clean", "gaussian_noise s3", "snow s3", "contrast s5"]))
+    return reports.build(stores, out, baseline=BASELINE, examples=examples)
+
+
+def test_models_are_merged_grouped_by_run_and_ordered_by_generation(loaded: Store) -> None:
+    assert loaded.order == ["fmnist/gen0", "fmnist/gen1", "fmnist/gen2", "fmnist_nodrop/gen0", "fmnist_nodrop/gen1",
+                            "timm:resnet18"]
+
+
+def test_headline_carries_stored_values_and_exact_deltas(long: pd.DataFrame) -> None:
+    for model in CLEAN:
+        assert long.loc[(model, "clean_top1"), "value"] == CLEAN[model]
+        assert long.loc[(model, "mce"), "value"] == pytest.approx(expected_mce(model), abs=1e-12)
+        assert long.loc[(model, "mce"), "delta"] == pytest.approx(expected_mce(model) - 100.0, abs=1e-12)
+        assert long.loc[(model, "PGD_eps8"), "value"] == attacked_top1(model, "PGD", 8.0)
+    assert long.loc[("fmnist/gen2", "clean_top1"), "delta"] == 10.0
+    assert long.loc[("fmnist/gen2", "mfr"), "delta"] == -20.0
+    assert ("fmnist_nodrop/gen0", "mfr") not in long.index
+    assert "imagenet_a_top1" not in long.index.get_level_values("quantity")
+
+
+def test_paired_test_is_mcnemar_on_the_stored_bits(long: pd.DataFrame) -> None:
+    # gen2 gets images 80..89 right that gen0 gets wrong, and none the other way: p = 2 * 0.5**10
+    assert long.loc[("fmnist/gen2", "clean_top1"), "p_value"] == pytest.approx(2 * 0.5**10, rel=1e-12)
+    assert long.loc[("fmnist/gen2", "clean_top1"), "test"].startswith("McNemar exact")
+    assert long.loc[(BASELINE, "clean_top1"), "test"] == "baseline"
+    assert long.loc[("fmnist/gen2", "mce"), "test"].startswith("n/a")
+
+
+def test_clopper_pearson_on_known_case() -> None:
+    low, high = clopper_pearson(90, 100)
+    assert low == pytest.approx(0.8237774022598247, abs=1e-12)
+    assert high == pytest.approx(0.9509953107785141, abs=1e-12)
+    assert accuracy_ci(90.0, 100) == pytest.approx((82.37774022598247, 95.09953107785141), abs=1e-10)
+    assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(10, 10)[1] == 1.0
+
+
+def test_mcnemar_exact_on_hand_made_pair() -> None:
+    model = np.array([True] * 10 + [False] * 2 + [True] * 5 + [False] * 3)
+    baseline = np.array([False] * 10 + [True] * 2 + [True] * 5 + [False] * 3)
+    result = mcnemar_exact(model, baseline)
+    assert (result.only_model, result.only_baseline) == (10, 2)
+    assert result.p_value == pytest.approx(158 / 4096, rel=1e-12)  # 2 * (C(12,0) + C(12,1) + C(12,2)) / 2**12
+    assert mcnemar_exact(model, model).p_value == 1.0
+
+
+def test_derived_metric_cis_bootstrap_when_bits_reproduce_values(long: pd.DataFrame) -> None:
+    for quantity in ("mce", "relative_mce", "mean_corruption_top1"):
+        row = long.loc[("fmnist/gen1", quantity)]
+        assert row["ci_method"].startswith("bootstrap"), quantity
+        assert row["ci_low"] < row["value"] < row["ci_high"]
+    assert long.loc[("fmnist/gen1", "mfr"), "ci_method"].startswith("n/a")
+    assert long.loc[(BASELINE, "mce"), "ci_method"] == "n/a (the CE baseline itself: 100 by definition)"
+    assert long.loc[(BASELINE, "mean_corruption_top1"), "ci_method"].startswith("bootstrap")
+
+
+def test_corruption_table_has_errors_ce_and_named_baseline(loaded: Store) -> None:
+    table = tables.corruption_table(loaded).set_index(["model", "corruption"])
+    row = table.loc[("fmnist/gen1", "snow")]
+    assert row["error s3 (%)"] == 100 - corrupted_top1("fmnist/gen1", "snow", 3)
+    assert row["CE (%)"] == pytest.approx(expected_ce("fmnist/gen1", "snow"), abs=1e-12)
+    assert row["relative CE (%)"] == pytest.approx(expected_relative_ce("fmnist/gen1", "snow"), abs=1e-12)
+    assert set(table["baseline"]) == {BASELINE}
+    assert len(table) == len(CLEAN) * len(CORRUPTION_DROP)  # perturbation rows (gaussian_noise, 1) stay out
+    corruptions = list(table.loc["fmnist/gen0"].index)
+    assert corruptions == ["gaussian_noise", "defocus_blur", "snow", "contrast", "speckle_noise"]
+
+
+def test_perturbation_table_per_perturbation_and_difficulty(loaded: Store) -> None:
+    table = tables.perturbation_table(loaded).set_index(["model", "perturbation", "difficulty"])
+    assert table.loc[("fmnist/gen1", "gaussian_noise", 1), ["fp", "fr", "top1"]].to_list() == [0.05, 90.0, 47.0]
+    assert list(table.index.get_level_values("model").unique()) == list(MFR)
+
+
+def test_baseline_not_recorded_is_said() -> None:
+    assert tables.baseline_name({"data": "x"}) == "not recorded"
+    assert tables.baseline_name({"baseline": "fmnist/gen0"}) == "fmnist/gen0"
+
+
+def test_ablation_picks_up_exactly_the_differing_setting(loaded: Store, long: pd.DataFrame) -> None:
+    settings = tables.differing_settings({"fmnist": config("fmnist", 0.2), "fmnist_nodrop": config("fmnist_nodrop", 0)})
+    assert list(settings.columns) == ["student.dropout"]
+    ablation = tables.ablation_table(loaded, long.reset_index())
+    assert [c for c in ablation.columns if "(%)" not in c] == ["run", "generation", "student.dropout"]
+    assert ablation.loc["fmnist_nodrop/gen1", "student.dropout"] == 0.0
+    assert ablation.loc["fmnist/gen2", "clean top-1 (%)"] == 90.0
+    assert "timm:resnet18" not in ablation.index
+
+
+def test_versions_are_found_in_settings(loaded: Store) -> None:
+    versions = tables.versions_table(loaded).set_index("package")["version"]
+    assert versions.to_dict() == VERSIONS
+
+
+def test_report_files_and_figures_are_written(report: dict[str, Path]) -> None:
+    for name in ("report.md", "report.html", "tables/headline.csv", "tables/headline.tex", "tables/ablation.csv",
+                 "tables/corruption_errors.tex", "tables/perturbations.csv"):
+        assert report[name].stat().st_size > 0, name
+    for stem in ("ce_per_corruption", "error_vs_severity", "robust_accuracy_vs_eps", "metrics_vs_generation",
+                 "example_corruptions"):
+        for suffix in (".png", ".svg"):
+            assert report[f"figures/{stem}{suffix}"].stat().st_size > 1000, stem
+    headline = pd.read_csv(report["tables/headline.csv"]).set_index("model")
+    assert headline.loc["fmnist/gen2", "clean top-1 (%)"] == 90.0
+    assert "\\begin{tabular}" in report["tables/headline.tex"].read_text()
+
+
+def test_html_is_self_contained(report: dict[str, Path]) -> None:
+    text = report["report.html"].read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.IGNORECASE)
+    assert re.search(r"<link|<script", text) is None
+    assert text.count("data:image/svg+xml;base64,") == 5
+    assert "McNemar" in text and "Clopper-Pearson" in text and "student.dropout" in text
+
+
+def test_markdown_names_baseline_and_settings(report: dict[str, Path]) -> None:
+    text = report["report.md"].read_text()
+    assert f"CE normalisation baseline: {BASELINE} (for fmnist/gen0, fmnist/gen1," in text
+    assert "torchattacks" in text and "3.5.1" in text
+    assert "![" in text and "figures/ce_per_corruption.png" in text
+
+
+def test_cli_on_a_store_without_per_image_degrades(stores: list[Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    store = write_store(tmp_path / "bare.sqlite", ["fmnist/gen0", "fmnist/gen1"], per_image=False)
+    assert cli.main(["--results", str(store), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "no `per_image` table" in text
+    long = pd.read_csv(tmp_path / "out" / "tables" / "headline_long.csv").set_index(["model", "quantity"])
+    assert long.loc[("fmnist/gen1", "clean_top1"), "test"] == "n/a (no per-image data)"
+    assert long.loc[("fmnist/gen1", "mce"), "ci_method"] == "n/a (no per-image data)"
+    assert "No ablation table" in text and "Skipped: no image array file" in text
+    assert cli.main(["--results", *map(str, stores), "--out", str(tmp_path / "x"), "--baseline", "nope"]) == 2
+    assert "not in the stores" in capsys.readouterr().err
+
+
+def test_larger_subset_wins_when_a_measurement_is_stored_twice(tmp_path: Path) -> None:
+    path = write_store(tmp_path / "twice.sqlite", ["fmnist/gen0"])
+    with sqlite3.connect(path) as con:
+        con.execute("INSERT INTO results (model, run, generation, suite, dataset, metric, value, n, settings, created)"
+                    " VALUES ('fmnist/gen0', 'fmnist', 0, 'clean', 'fashion_mnist', 'top1', 50.0, 10, '{}',"
+                    " '2026-11-23T00:00:00')")
+    store = load_stores([path])
+    long = tables.headline_long(store, None).set_index(["model", "quantity"])
+    assert long.loc[("fmnist/gen0", "clean_top1"), ["value", "n"]].to_list() == [80.0, N]
+    assert any("stored again" in note for note in store.notes)
+
+
+def test_missing_columns_and_tables_are_noted(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE results (model TEXT, run TEXT, generation INTEGER, suite TEXT, dataset TEXT, "
+                    "corruption TEXT, severity INTEGER, attack TEXT, eps REAL, metric TEXT, value REAL, n INTEGER)")
+        con.execute("INSERT INTO results VALUES ('a/gen0', 'a', 0, 'clean', 'd', NULL, NULL, NULL, NULL, 'top1', "
+                    "90, 100)")
+    store = load_stores([path])
+    assert any("lacks column `settings`" in note for note in store.notes)
+    assert any("no `models` table" in note for note in store.notes)
+    long = tables.headline_long(store, "a/gen0")
+    assert long[["value", "ci_low"]].iloc[0].to_list() == [90.0, pytest.approx(82.37774022598247)]
+    assert tables.versions_table(store)["version"].to_list() == ["not recorded"] * 3
+
+
+def test_notebook_runs_on_a_small_store(stores: list[Path], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("NST_RESULTS", str(stores[0]))
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "report_walkthrough.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
