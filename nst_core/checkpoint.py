@@ -124,6 +124,13 @@ def load_state(path: Path) -> dict[str, Any] | None:
     return _unflatten(json.loads(skeleton_path.read_text()), read_tensors(tensor_path))
 
 
+def clear_states(directory: Path) -> None:
+    """Delete every training state (`*_state.json` / `*_state.safetensors`) in a finished checkpoint's folder."""
+    for path in Path(directory).glob("*_state.*"):
+        if path.suffix in (".json", ".safetensors"):
+            path.unlink(missing_ok=True)
+
+
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
         tensors[prefix] = obj

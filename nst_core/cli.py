@@ -1,4 +1,8 @@
-"""`nst-train`: train the generations of a Noisy Student run from a YAML config."""
+"""`nst-train`: train the generations of a Noisy Student run from a YAML config.
+
+Under torchrun (`torchrun --nproc_per_node N -m nst_core.cli ...`) every process runs this same command: training
+is data-parallel (DDP), pseudo-labeling sharded, and rank 0 alone writes files and prints.
+"""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--download", action="store_true", help="allow downloading the dataset when not found")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.epochs=2 (value parsed as YAML); repeatable")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="allow downloading timm's pretrained weights for init.source timm:<name>")
+    parser.add_argument("--ablate", action="append", default=[], metavar="SWITCH",
+                        help="train the config and its variants for SWITCH as sibling runs "
+                             "<out or runs>/<name>-<variant> (student_noise, labels, balance, teacher_noise, "
+                             "model_size, unlabeled_data, unlabel_ratio, method); repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -38,24 +48,38 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from nst_core import distributed
     from nst_core.engine import run
+    from nst_core.sweep import run_sweep
 
     overrides = parse_overrides(args.set)
     if args.data_dir:
         overrides["data.data_dir"] = args.data_dir
     if args.download:
         overrides["data.download"] = True
+    if args.pretrained:
+        overrides["init.pretrained"] = True
+    distributed.init()
+    progress = not args.quiet and distributed.is_main()
     try:
         cfg = load_config(args.config, overrides)
-        out = Path(args.out) if args.out else Path("runs") / cfg.name
-        metas = run(cfg, out, device=args.device, progress=not args.quiet)
+        if args.ablate:
+            runs = run_sweep(cfg, args.ablate, Path(args.out or "runs"), device=args.device, progress=progress)
+        else:
+            out = Path(args.out) if args.out else Path("runs") / cfg.name
+            runs = {out: run(cfg, out, device=args.device, progress=progress)}
     except (ConfigError, DataError, CheckpointError) as exc:
         print(f"nst-train: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{'generation':<11}{'model':<28}{'test top-1 %':>13}")
-    for meta in metas:
-        print(f"gen{meta['generation']:<8}{meta['arch']:<28}{meta['metrics']['test_top1']:>13.2f}")
-    print(f"checkpoints in {out}")
+    main_rank = distributed.is_main()
+    distributed.shutdown()
+    if not main_rank:
+        return 0
+    for out, metas in runs.items():
+        print(f"\n{'generation':<11}{'model':<28}{'test top-1 %':>13}")
+        for meta in metas:
+            print(f"gen{meta['generation']:<8}{meta['arch']:<28}{meta['metrics']['test_top1']:>13.2f}")
+        print(f"checkpoints in {out}")
     return 0
 
 

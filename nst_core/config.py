@@ -84,6 +84,52 @@ class TrainConfig:
     ema_decay: float | None = None  # e.g. 0.9999; the EMA weights become the checkpoint
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = False
+    sync_bn: bool = False  # torchrun on GPUs: SyncBatchNorm, batch statistics over all ranks' images (off: per rank)
+
+
+@dataclass
+class KDConfig:
+    """Knowledge distillation (method: kd): alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE on labels."""
+
+    alpha: float = 0.9
+    temperature: float = 4.0
+
+
+@dataclass
+class MPLConfig:
+    """Meta Pseudo Labels (method: mpl): teacher and student trained together, then the student fine-tuned."""
+
+    epochs: int = 3  # passes over the unlabeled pool (steps of train.unlabel_ratio * train.batch_size images)
+    teacher_lr: float | None = None  # default: train.lr
+    teacher_label_weight: float = 1.0  # the teacher's supervised loss
+    uda_weight: float = 1.0  # the teacher's UDA consistency loss (weak vs strong view)
+    uda_temperature: float = 0.7  # sharpening of the weak view's prediction
+    uda_threshold: float = 0.6  # confidence mask of the UDA loss
+    finetune_epochs: int = 2  # the student on labeled data after MPL (0: none)
+    finetune_lr: float | None = None  # default: train.lr / 10
+    reduced: bool = False  # reduced MPL: a small MLP teacher adjusts the converged teacher's stored predictions
+    mlp_hidden: int = 128
+
+
+@dataclass
+class FixResConfig:
+    """FixRes: fine-tune the last generation briefly at a higher (test) resolution, written as one more generation."""
+
+    size: int  # the new H = W
+    epochs: int = 1  # passes over the labeled set
+    lr_scale: float = 0.1  # learning rate = train.lr * lr_scale
+    train_layers: Literal["head", "all"] = "head"  # head: classifier only (BatchNorm statistics still adapt)
+
+
+@dataclass
+class InitConfig:
+    """Where gen0 starts: random, a timm pretrained model (network, only with pretrained: true) or a checkpoint."""
+
+    source: str | None = None  # "timm:<name>" or a checkpoint directory; the classifier is re-initialised
+    pretrained: bool = False  # allow downloading timm's weights for a timm: source
+    freeze_backbone: bool = False  # train only the classifier
+    backbone_lr_scale: float = 1.0  # discriminative learning rates: backbone lr = train.lr * this
+    teacher: str | None = None  # a finished checkpoint used as gen0 as it is (copied), e.g. by ablation sweeps
 
 
 @dataclass
@@ -99,6 +145,11 @@ class RunConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    method: Literal["nst", "kd", "mpl"] = "nst"  # how a teacher teaches each student (gen >= 1)
+    kd: KDConfig = field(default_factory=KDConfig)
+    mpl: MPLConfig = field(default_factory=MPLConfig)
+    fixres: FixResConfig | None = None  # null: off
+    init: InitConfig = field(default_factory=InitConfig)
 
     def model_for(self, generation: int) -> ModelSpec:
         """The model of a generation (the list is indexed by generation)."""
@@ -165,6 +216,30 @@ def validate(cfg: RunConfig, source: str = "<dict>") -> None:
         raise ConfigError(f"{source}: pseudo.min_threshold must be in [0, 1), got {cfg.pseudo.min_threshold}")
     if cfg.pseudo.temperature <= 0:
         raise ConfigError(f"{source}: pseudo.temperature must be > 0, got {cfg.pseudo.temperature}")
+    validate_variants(cfg, source)
+
+
+def validate_variants(cfg: RunConfig, source: str = "<dict>") -> None:
+    """Checks of the teacher-student variants (kd, mpl, fixres, init)."""
+    if not 0.0 <= cfg.kd.alpha <= 1.0:
+        raise ConfigError(f"{source}: kd.alpha must be in [0, 1], got {cfg.kd.alpha}")
+    if cfg.kd.temperature <= 0 or cfg.mpl.uda_temperature <= 0:
+        raise ConfigError(f"{source}: kd.temperature and mpl.uda_temperature must be > 0")
+    if cfg.fixres is not None and cfg.fixres.size <= cfg.data.input_size[1]:
+        raise ConfigError(
+            f"{source}: fixres.size ({cfg.fixres.size}) must be larger than the training resolution "
+            f"data.input_size {cfg.data.input_size}"
+        )
+    init = cfg.init
+    if init.source and init.source.startswith("timm:") and not init.pretrained:
+        raise ConfigError(
+            f"{source}: init.source {init.source!r} downloads timm's pretrained weights; set init.pretrained: true "
+            "(or pass --pretrained) to allow the download, or start from a checkpoint directory"
+        )
+    if init.source and init.teacher:
+        raise ConfigError(f"{source}: give init.source (initialise gen0) or init.teacher (use gen0 as is), not both")
+    if init.backbone_lr_scale < 0:
+        raise ConfigError(f"{source}: init.backbone_lr_scale must be >= 0, got {init.backbone_lr_scale}")
 
 
 def _build(cls: type, raw: Any, source: str, where: str) -> Any:

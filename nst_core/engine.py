@@ -12,12 +12,19 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from nst_core.checkpoint import atomic_write, is_complete, read_tensors, save_checkpoint, write_json, write_tensors
-from nst_core.config import ConfigError, RunConfig
+from nst_core import distributed
+from nst_core.checkpoint import (atomic_write, clear_states, is_complete, read_meta, read_tensors, save_checkpoint,
+                                 write_json, write_tensors)
+from nst_core.config import ConfigError, RunConfig, config_from_dict
 from nst_core.data import NSTData, prepare_data
+from nst_core.distill import kd_losses, kd_sets
+from nst_core.fixres import run_fixres
 from nst_core.models import NormalizedClassifier, create_model, load_model, versions
-from nst_core.pseudo import Selection, filter_and_balance, make_targets, pool_accuracy, predict_probs
+from nst_core.mpl import train_mpl
+from nst_core.pseudo import Selection, filter_and_balance, make_targets, pool_accuracy
+from nst_core.pseudo_shards import SHARD_DIR, discard_shards, sharded_probs
 from nst_core.train import TrainSet, build_augment, evaluate_top1, smooth_one_hot, train_generation
+from nst_core.transfer import adopt_checkpoint, initialize, param_group_fn
 
 PSEUDO_FILE = "pseudo_labels.safetensors"
 
@@ -32,20 +39,26 @@ def resolve_device(name: str) -> torch.device:
 def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Train every generation of `cfg` into `out`, resuming what is there; returns each generation's meta."""
     out = Path(out)
-    _claim_run_dir(cfg, out)
+    if distributed.is_main():
+        _claim_run_dir(cfg, out)
+    distributed.barrier()
     dev = resolve_device(device or cfg.device)
     data = prepare_data(cfg.data, cfg.seed)
     metas: list[dict[str, Any]] = []
     teacher: NormalizedClassifier | None = None
     for generation in range(cfg.generations):
         gen_dir = out / f"gen{generation}"
+        if generation == 0 and cfg.init.teacher and not is_complete(gen_dir):
+            adopt_checkpoint(cfg.init.teacher, gen_dir)
         if is_complete(gen_dir):
             teacher, meta = load_model(gen_dir, device=dev)
-            tqdm.write(f"gen{generation}: finished earlier (test top-1 {meta['metrics']['test_top1']:.2f} %), kept")
+            _log(f"gen{generation}: finished earlier (test top-1 {meta['metrics']['test_top1']:.2f} %), kept")
         else:
             teacher, meta = train_one(cfg, generation, data, teacher, gen_dir, dev, progress)
-            tqdm.write(f"gen{generation}: {meta['arch']} test top-1 {meta['metrics']['test_top1']:.2f} %")
+            _log(f"gen{generation}: {meta['arch']} test top-1 {meta['metrics']['test_top1']:.2f} %")
         metas.append(meta)
+    if cfg.fixres is not None:
+        metas.append(run_fixres(cfg, teacher, metas[-1], out / f"gen{cfg.generations}", dev, progress))
     return metas
 
 
@@ -61,11 +74,17 @@ def train_one(cfg: RunConfig, generation: int, data: NSTData, teacher: Normalize
     model = NormalizedClassifier(create_model(spec, data.num_classes, channels, drop_rate, drop_path_rate),
                                  cfg.data.mean, cfg.data.std)
     augment = build_augment(cfg.noise, cfg.data.mean) if noised else None
+    init_meta = initialize(model.model, cfg.init, channels) if generation == 0 and cfg.init.source else None
+    groups = param_group_fn(cfg.init.freeze_backbone, cfg.init.backbone_lr_scale) if generation == 0 else None
 
     labeled_targets = smooth_one_hot(data.labeled.labels, data.num_classes, cfg.train.label_smoothing)
     labeled = TrainSet(data.labeled, torch.arange(len(data.labeled)), labeled_targets, augment)
-    unlabeled, pseudo_meta = None, None
-    if teacher is not None:
+    unlabeled, pseudo_meta, losses = None, None, None
+    if teacher is not None and cfg.method == "kd":
+        labeled, unlabeled, pseudo_meta = kd_sets(cfg, data, teacher, labeled_targets, augment, gen_dir, device,
+                                                  progress)
+        losses = kd_losses(cfg.kd)
+    elif teacher is not None and cfg.method == "nst":
         selection, targets, pseudo_meta = pseudo_label(cfg, generation, data, teacher, gen_dir, device, progress)
         if len(selection.indices) == 0:
             raise ConfigError(
@@ -76,7 +95,11 @@ def train_one(cfg: RunConfig, generation: int, data: NSTData, teacher: Normalize
 
     epochs = cfg.train.epochs if generation == 0 else (cfg.train.student_epochs or cfg.train.epochs)
     state_path = gen_dir / "train_state"
-    history = train_generation(model, labeled, unlabeled, cfg, generation, epochs, state_path, device, progress)
+    if teacher is not None and cfg.method == "mpl":
+        history, pseudo_meta = train_mpl(model, teacher, data, cfg, generation, gen_dir, device, progress)
+    else:
+        history = train_generation(model, labeled, unlabeled, cfg, generation, epochs, state_path, device, progress,
+                                   losses=losses, param_group_fn=groups)
     test_top1 = evaluate_top1(model, data.test, cfg.pseudo.batch_size, device)
     meta = {
         "name": f"{cfg.name}/gen{generation}", "run": cfg.name, "generation": generation,
@@ -86,24 +109,32 @@ def train_one(cfg: RunConfig, generation: int, data: NSTData, teacher: Normalize
         "classes": data.labeled.classes, "config": cfg.to_dict(), "history": history,
         "metrics": {"test_top1": test_top1, "test_n": len(data.test)},
         "data": {"labeled": len(data.labeled), "unlabeled_pool": len(data.unlabeled), "test": len(data.test)},
-        "pseudo_labels": pseudo_meta, "versions": versions(),
+        "pseudo_labels": pseudo_meta, "method": cfg.method if generation > 0 else "supervised", "init": init_meta,
+        "versions": versions(),
     }
-    meta = save_checkpoint(gen_dir, model.model.state_dict(), meta)
-    for suffix in (".json", ".safetensors"):
-        state_path.with_suffix(suffix).unlink(missing_ok=True)
+    if distributed.is_main():  # one writer; the other ranks read the finished meta.json after the barrier
+        meta = save_checkpoint(gen_dir, model.model.state_dict(), meta)
+        clear_states(gen_dir)
+    distributed.barrier()
+    if not distributed.is_main():
+        meta = read_meta(gen_dir)
     return model, meta
 
 
 def pseudo_label(cfg: RunConfig, generation: int, data: NSTData, teacher: NormalizedClassifier, gen_dir: Path,
                  device: torch.device, progress: bool = True) -> tuple[Selection, torch.Tensor, dict[str, Any]]:
-    """Label the pool with the teacher (cached in gen_dir), then filter and balance; returns targets for all."""
+    """Label the pool with the teacher (cached in gen_dir; sharded under torchrun), then filter and balance
+    (on the merged pool, so every rank selects alike); returns targets for all."""
     cache = gen_dir / PSEUDO_FILE
     if cache.is_file():
         probs = read_tensors(cache)["probs"]
     else:
-        probs = predict_probs(teacher, data.unlabeled, cfg.pseudo.temperature, cfg.pseudo.batch_size, device,
-                              noised=cfg.pseudo.teacher_noise, amp=cfg.train.amp, progress=progress)
-        write_tensors(cache, {"probs": probs, "confidence": probs.max(1).values, "label": probs.argmax(1)})
+        probs = sharded_probs(teacher, data.unlabeled, gen_dir / SHARD_DIR, cfg.pseudo.temperature,
+                              cfg.pseudo.batch_size, device, noised=cfg.pseudo.teacher_noise, amp=cfg.train.amp,
+                              progress=progress)
+        if distributed.is_main():
+            write_tensors(cache, {"probs": probs, "confidence": probs.max(1).values, "label": probs.argmax(1)})
+        discard_shards(gen_dir / SHARD_DIR)
     per_class = cfg.pseudo.per_class or max(1, len(data.unlabeled) // data.num_classes)
     generator = torch.Generator().manual_seed(cfg.seed * 31 + generation)
     selection = filter_and_balance(probs, per_class, cfg.pseudo.min_threshold, cfg.pseudo.balance, generator)
@@ -121,8 +152,15 @@ def pseudo_label(cfg: RunConfig, generation: int, data: NSTData, teacher: Normal
         "accuracy_on_pool": pool_accuracy(probs, data.unlabeled.labels),
         "accuracy_on_kept": pool_accuracy(probs, data.unlabeled.labels, unique),
     }
-    write_json(gen_dir / "pseudo_labels.json", meta)
+    if distributed.is_main():
+        write_json(gen_dir / "pseudo_labels.json", meta)
     return selection, targets, meta
+
+
+def _log(message: str) -> None:
+    """A progress line, printed by rank 0 only."""
+    if distributed.is_main():
+        tqdm.write(message)
 
 
 def _claim_run_dir(cfg: RunConfig, out: Path) -> None:
@@ -130,7 +168,7 @@ def _claim_run_dir(cfg: RunConfig, out: Path) -> None:
     resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
     path = out / "config.yaml"
     if path.is_file():
-        if yaml.safe_load(path.read_text()) != yaml.safe_load(resolved):
+        if config_from_dict(yaml.safe_load(path.read_text()), str(path)).to_dict() != yaml.safe_load(resolved):
             raise ConfigError(
                 f"{out} holds a run made with a different config ({path}); resume with the same config, "
                 "or choose another --out"

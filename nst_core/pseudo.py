@@ -9,12 +9,14 @@ anything ends with exactly `per_class` entries (under-full classes duplicated, o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from nst_core.checkpoint import read_tensors, write_tensors
 from nst_core.data import ImageSet, iterate_batches
 
 
@@ -96,3 +98,15 @@ def pool_accuracy(probs: torch.Tensor, labels: torch.Tensor, indices: torch.Tens
     if len(labels) == 0 or bool((labels < 0).any()):
         return None
     return round(100.0 * float((probs.argmax(1) == labels).float().mean()), 4)
+
+
+def cached_probs(model: nn.Module, sets: dict[str, ImageSet], cache: Path, temperature: float = 1.0,
+                 batch_size: int = 512, device: str | torch.device = "cpu", amp: bool = False,
+                 progress: bool = True) -> dict[str, torch.Tensor]:
+    """`predict_probs` (eval mode) of each named set, computed once and cached in a safetensors file."""
+    if cache.is_file():
+        return read_tensors(cache)
+    probs = {name: predict_probs(model, images, temperature, batch_size, device, amp=amp, progress=progress)
+             for name, images in sets.items()}
+    write_tensors(cache, probs)
+    return probs

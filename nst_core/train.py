@@ -2,13 +2,16 @@
 
 Every epoch re-seeds torch, NumPy and `random` from (seed, generation, epoch), and the state (model, optimizer,
 EMA, history) is saved atomically after each epoch, so a killed run resumes to bit-identical weights.
+Under torchrun the model is wrapped in DistributedDataParallel, each rank takes its DistributedSampler share of
+the (global) batches and draws its own noise, and rank 0 writes the state that every rank resumes from.
 """
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -18,16 +21,19 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from tqdm.auto import tqdm
 
+from nst_core import distributed
 from nst_core.checkpoint import load_state, save_state
-from nst_core.config import NoiseConfig, RunConfig
+from nst_core.config import NoiseConfig, RunConfig, TrainConfig
 from nst_core.data import ImageSet, iterate_batches
 from nst_core.models import NormalizedClassifier
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> scalar
+ParamGroupFn = Callable[[torch.nn.Module], list[dict]]  # module -> optimizer parameter groups
 
 
 class TrainSet(Dataset):
@@ -100,22 +106,36 @@ def plan_batches(cfg: RunConfig, n_labeled: int, n_unlabeled: int) -> Batches:
     return Batches(steps=max(1, n_unlabeled // unlabeled), labeled=labeled, unlabeled=unlabeled)
 
 
+def make_optimizer(module: torch.nn.Module, train: TrainConfig, steps_per_epoch: int, epochs: int,
+                   lr: float | None = None, param_group_fn: ParamGroupFn | None = None,
+                   ) -> tuple[torch.optim.Optimizer, CosineLRScheduler]:
+    """timm's optimizer (`train.optimizer`) and a per-step cosine schedule with warm-up, at `lr` (default train.lr)."""
+    lr = lr if lr is not None else train.lr
+    optimizer = create_optimizer_v2(module, opt=train.optimizer, lr=lr, weight_decay=train.weight_decay,
+                                    param_group_fn=param_group_fn)
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, epochs * steps_per_epoch), lr_min=lr * 0.01,
+                                  warmup_t=round(train.warmup_epochs * steps_per_epoch), warmup_lr_init=lr * 0.01,
+                                  t_in_epochs=False)
+    return optimizer, scheduler
+
+
 def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: TrainSet | None, cfg: RunConfig,
                      generation: int, epochs: int, state_path: Path, device: torch.device,
-                     progress: bool = True) -> list[dict]:
-    """Train `model` in place for `epochs`, resuming from `state_path`; returns the per-epoch history."""
+                     progress: bool = True, losses: tuple[Loss, Loss] | None = None,
+                     param_group_fn: ParamGroupFn | None = None) -> list[dict]:
+    """Train `model` in place for `epochs`, resuming from `state_path`; returns the per-epoch history.
+
+    `losses` are the (labeled, unlabeled) criteria on (logits, targets), soft-target cross-entropy by default;
+    `param_group_fn` builds the optimizer's parameter groups (frozen backbone, discriminative learning rates).
+    """
     train = cfg.train
     plan = plan_batches(cfg, len(labeled), len(unlabeled) if unlabeled is not None else 0)
-    total_steps = epochs * plan.steps
     model.to(device)
     if train.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(model.model, opt=train.optimizer, lr=train.lr, weight_decay=train.weight_decay)
-    scheduler = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=train.lr * 0.01,
-                                  warmup_t=round(train.warmup_epochs * plan.steps), warmup_lr_init=train.lr * 0.01,
-                                  t_in_epochs=False)
+    optimizer, scheduler = make_optimizer(model.model, train, plan.steps, epochs, param_group_fn=param_group_fn)
     ema = ModelEmaV3(model.model, decay=train.ema_decay) if train.ema_decay else None
-    criterion = SoftTargetCrossEntropy()
+    labeled_loss, unlabeled_loss = losses or (SoftTargetCrossEntropy(), SoftTargetCrossEntropy())
     weight = train.unlabeled_weight if train.unlabeled_weight is not None else float(train.unlabel_ratio)
 
     start, history = 0, []
@@ -126,11 +146,14 @@ def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: 
         if ema is not None:
             ema.module.load_state_dict(state["ema"])
         start, history = state["epoch"], state["history"]
+    net = distributed.wrap_model(model, device, train.sync_bn)  # DDP under torchrun, else `model` itself
 
     for epoch in range(start, epochs):
-        seed_everything(epoch_seed(cfg.seed, generation, epoch))
-        labeled_batches = _cycle(labeled, plan.labeled, cfg.data.num_workers)
-        unlabeled_batches = _cycle(unlabeled, plan.unlabeled, cfg.data.num_workers) if unlabeled is not None else None
+        seed = epoch_seed(cfg.seed, generation, epoch)
+        seed_everything(distributed.rank_seed(seed))  # each rank its own noise; rank 0 the single-process seed
+        labeled_batches = cycle_batches(labeled, plan.labeled, cfg.data.num_workers, shard_seed=2 * seed)
+        unlabeled_batches = (cycle_batches(unlabeled, plan.unlabeled, cfg.data.num_workers, shard_seed=2 * seed + 1)
+                             if unlabeled is not None else None)
         model.train()
         loss_sum = 0.0
         bar = tqdm(range(plan.steps), desc=f"gen{generation} epoch {epoch + 1}/{epochs}", unit="step",
@@ -139,45 +162,61 @@ def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: 
             global_step = epoch * plan.steps + step
             scheduler.step_update(global_step)
             x_l, y_l = next(labeled_batches)
-            parts = [(x_l, y_l, 1.0)]
+            parts = [(x_l, y_l, 1.0, labeled_loss)]
             if unlabeled_batches is not None:
                 x_u, y_u = next(unlabeled_batches)
-                parts.append((x_u, y_u, weight))
-            loss = _step(model, optimizer, criterion, parts, device, train.amp, train.channels_last)
+                parts.append((x_u, y_u, weight, unlabeled_loss))
+            loss = _step(net, optimizer, parts, device, train.amp, train.channels_last)
             if ema is not None:
                 ema.update(model.model, step=global_step)
             loss_sum += loss
             bar.set_postfix(loss=f"{loss:.3f}")
+        loss_sum = float(distributed.all_reduce(torch.tensor(loss_sum, dtype=torch.float64))) / distributed.world_size()
         history.append({"epoch": epoch + 1, "loss": round(loss_sum / plan.steps, 6),
                         "lr": round(optimizer.param_groups[0]["lr"], 8)})
-        save_state(state_path, {"epoch": epoch + 1, "history": history, "model": model.model.state_dict(),
-                                "optimizer": optimizer.state_dict(),
-                                "ema": ema.module.state_dict() if ema is not None else {}})
+        if distributed.is_main():  # one writer; every rank resumes from this file
+            save_state(state_path, {"epoch": epoch + 1, "history": history, "model": model.model.state_dict(),
+                                    "optimizer": optimizer.state_dict(),
+                                    "ema": ema.module.state_dict() if ema is not None else {}})
+        distributed.barrier()
     if ema is not None:
         model.model.load_state_dict(ema.module.state_dict())
+    distributed.broadcast_state(model.model)  # every rank goes on with rank 0's (checkpointed) BatchNorm statistics
     model.eval()
     return history
 
 
-def _step(model: NormalizedClassifier, optimizer: torch.optim.Optimizer, criterion: torch.nn.Module,
-          parts: list[tuple[torch.Tensor, torch.Tensor, float]], device: torch.device, amp: bool,
+def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+          parts: list[tuple[torch.Tensor, torch.Tensor, float, Loss]], device: torch.device, amp: bool,
           channels_last: bool) -> float:
     """One update on the concatenated labeled + unlabeled batch; the loss is the weighted sum of both means."""
-    sizes = [len(x) for x, _, _ in parts]
-    x = torch.cat([x for x, _, _ in parts]).to(device, non_blocking=True).float().div_(255)
+    sizes = [len(x) for x, *_ in parts]
+    x = torch.cat([x for x, *_ in parts]).to(device, non_blocking=True).float().div_(255)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
         logits = model(x).float()
-    loss = sum(w * criterion(chunk, y.to(device)) for chunk, (_, y, w) in zip(logits.split(sizes), parts))
+    loss = sum(w * loss_fn(chunk, y.to(device)) for chunk, (_, y, w, loss_fn) in zip(logits.split(sizes), parts))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.item()
 
 
-def _cycle(data: TrainSet, batch_size: int, num_workers: int):
-    """Endless shuffled batches (drop_last), re-shuffling on every pass; seeded by the epoch's torch seed."""
+def cycle_batches(data: Dataset, batch_size: int, num_workers: int, shard_seed: int | None = None) -> Iterator:
+    """Endless shuffled batches (drop_last), re-shuffling on every pass; seeded by the epoch's torch seed.
+
+    Under torchrun, with `shard_seed`, every rank shuffles alike (DistributedSampler seeded from `shard_seed`,
+    re-seeded per pass) and takes its share: `batch_size` is global, each rank gets batch_size // world_size.
+    """
+    if shard_seed is not None and distributed.is_distributed():
+        seed = int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(shard_seed)))
+        sampler = DistributedSampler(data, shuffle=True, seed=seed, drop_last=True)
+        loader = DataLoader(data, batch_size=distributed.split_batch(batch_size), sampler=sampler, drop_last=True,
+                            num_workers=num_workers, persistent_workers=False)
+        for rounds in itertools.count():
+            sampler.set_epoch(rounds)
+            yield from loader
     generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
                         num_workers=num_workers, persistent_workers=False)

@@ -33,7 +33,9 @@ from eval.metrics.perturbation import (
     mean_over_perturbations,
     relative_to_baseline,
 )
+from eval.sharding import merge_steps
 from eval.suites import register_suite
+from nst_core import distributed
 
 SUITE = "perturbation"
 RAW_METRICS = ("fp", "t5d", "top1")
@@ -121,24 +123,38 @@ def sequence_logits(ctx: EvalContext, sequences: torch.Tensor) -> torch.Tensor:
 
 def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
                       desc: str) -> dict[str, float]:
-    """Stream the source's sequences through the model: {"fp", "t5d", "top1", "n"}."""
+    """Stream the source's sequences through the model: {"fp", "t5d", "top1", "n"}.
+
+    Under torchrun step s is scored by rank s mod world_size, and the steps' sums are merged in step order.
+    """
     source.class_check(ctx)
     acc = PerturbationMetrics(perturbation, difficulty)
-    bar = tqdm(total=source.n, desc=desc, unit="seq", disable=not ctx.options.progress, leave=False,
+    sharded, rank, world = distributed.is_distributed(), distributed.rank(), distributed.world_size()
+    mine: list[tuple[int, PerturbationMetrics]] = []
+    bar = tqdm(total=source.n, desc=desc, unit="seq", disable=not ctx.options.progress or rank > 0, leave=False,
                dynamic_ncols=True)
     # enough sequences per step that a forward batch is full
     per_step = max(1, ctx.options.batch_size // num_frames(perturbation))
+    step = 0
     for sequences, labels in source.batches(per_step):
         for start in range(0, sequences.shape[0], per_step):
             part, part_labels = sequences[start:start + per_step], labels[start:start + per_step]
+            number, step = step, step + 1
+            bar.update(part.shape[0])
+            if number % world != rank:
+                continue
+            into = PerturbationMetrics(perturbation, difficulty) if sharded else acc
             logits = sequence_logits(ctx, part)
             try:
-                acc.update(logits, part_labels if bool((part_labels >= 0).all()) else None)
+                into.update(logits, part_labels if bool((part_labels >= 0).all()) else None)
             except ValueError as exc:
                 raise EvaluationError(f"{desc}: {exc}. Check the checkpoint or evaluate without --amp. Cells "
                                       "already stored are kept.") from None
-            bar.update(part.shape[0])
+            if sharded:
+                mine.append((number, into))
     bar.close()
+    if sharded:
+        merge_steps(acc, mine)
     return acc.compute()
 
 

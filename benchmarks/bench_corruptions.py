@@ -1,0 +1,151 @@
+"""Corruption generation speed: imagecorruptions reference vs the batched torch engine, ms per image.
+
+Usage: python benchmarks/bench_corruptions.py [--size 224] [--batch 64] [--threads 2] [--ref-images 4]
+       [--severities 1 2 3 4 5] [--corruptions ...] [--device cpu] [--skip-reference]
+       python benchmarks/bench_corruptions.py --model CHECKPOINT_DIR [--images 1000]
+       python benchmarks/bench_corruptions.py --fidelity 4 [--size 224]
+The --fidelity form prints the PSNR (dB) between the two backends per corruption and severity on that many photos.
+The --model form prints a trained model's top-1 error on its own test set corrupted by each backend, per corruption
+and severity, and the difference (torch - reference) in points.
+Images are skimage sample photos resized to the size (no downloads). Prints a markdown table.
+OMP_WAIT_POLICY defaults to PASSIVE here: on cores shared with other jobs, spin-waiting OpenMP threads stall every
+small torch op (measured 5-10x slower at 2 threads); set it in the environment to override.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch import
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from skimage import data  # noqa: E402
+from skimage.transform import resize  # noqa: E402
+
+from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, corrupt  # noqa: E402
+
+
+def sample_images(n: int, size: int) -> torch.Tensor:
+    """n uint8 [3, size, size] images cycled from skimage's colour sample photos."""
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.immunohistochemistry()]
+    out = [(resize(photos[i % len(photos)], (size, size), anti_aliasing=True) * 255).astype(np.uint8)
+           for i in range(n)]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def ms_per_image(images: torch.Tensor, corruption: str, severities: list[int], backend: str) -> tuple[float, float]:
+    """(wall, process CPU) milliseconds per image of corrupting ``images`` at each severity, one call per severity."""
+    keys = list(range(images.shape[0]))
+    if images.device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for s in severities:
+        corrupt(images, corruption, s, keys, backend=backend)
+    if images.device.type == "cuda":
+        torch.cuda.synchronize()
+    count = len(severities) * images.shape[0]
+    return (time.perf_counter() - wall) * 1000 / count, (time.process_time() - cpu) * 1000 / count
+
+
+def fidelity_table(n: int, size: int) -> None:
+    """Print the PSNR (dB) between torch and reference outputs per corruption and severity on n sample photos."""
+    images = sample_images(n, size)
+    keys = list(range(n))
+    print(f"# PSNR torch vs imagecorruptions, {n} photos at {size}x{size}, keys 0-{n - 1}, seed 0")
+    print("| corruption | s1 | s2 | s3 | s4 | s5 | min |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in ALL_CORRUPTIONS:
+        values = []
+        for s in range(1, 6):
+            ref = corrupt(images, name, s, keys, backend="imagecorruptions").double()
+            mse = float(((corrupt(images, name, s, keys).double() - ref) ** 2).mean())
+            values.append(float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse))
+        cells = ["exact" if v == float("inf") else f"{v:.1f}" for v in values + [min(values)]]
+        print(f"| {name} | {' | '.join(cells)} |", flush=True)
+
+
+def model_error_table(checkpoint: str, n: int, batch: int) -> None:
+    """Print top-1 error (%) per corruption and severity: reference, torch, and their difference in points."""
+    from nst_core import load_model
+    from nst_core.data import load_test_set
+
+    model, meta = load_model(checkpoint)
+    test = load_test_set(meta["config"]["data"], meta["input_size"])
+    images, labels = test.images[:n], test.labels[:n]
+    keys = list(range(len(labels)))
+
+    def error(x: torch.Tensor) -> float:
+        with torch.no_grad():
+            pred = torch.cat([model(x[i:i + batch].float() / 255).argmax(1) for i in range(0, len(x), batch)])
+        return 100.0 * float((pred != labels).float().mean())
+
+    print(f"# {meta['name']} (sha256 {meta['sha256'][:12]}), {test.name} first {len(labels)} images at "
+          f"{tuple(images.shape[1:])}, clean top-1 error {error(images):.2f} %")
+    print("| corruption | reference error s1..s5 (%) | torch error s1..s5 (%) | torch - reference (points) | max abs |")
+    print("|---|---|---|---|---:|")
+    worst = 0.0
+    for name in ALL_CORRUPTIONS:
+        ref = [error(corrupt(images, name, s, keys, backend="imagecorruptions")) for s in range(1, 6)]
+        ours = [error(corrupt(images, name, s, keys, backend="torch")) for s in range(1, 6)]
+        diff = [b - a for a, b in zip(ref, ours)]
+        worst = max(worst, max(abs(d) for d in diff))
+        print(f"| {name} | {' '.join(f'{v:.1f}' for v in ref)} | {' '.join(f'{v:.1f}' for v in ours)} "
+              f"| {' '.join(f'{d:+.1f}' for d in diff)} | {max(abs(d) for d in diff):.1f} |", flush=True)
+    print(f"largest |difference| over the {len(ALL_CORRUPTIONS) * 5} cells: {worst:.2f} points")
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ref-images", type=int, default=4, help="images per severity timed with the reference")
+    parser.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--corruptions", nargs="+", default=list(ALL_CORRUPTIONS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--model", help="checkpoint directory: print the model-error table instead")
+    parser.add_argument("--images", type=int, default=1000, help="test images for --model")
+    parser.add_argument("--fidelity", type=int, metavar="N", help="print the PSNR table on N photos instead")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    if args.fidelity:
+        fidelity_table(args.fidelity, args.size)
+        return
+    if args.model:
+        model_error_table(args.model, args.images, args.batch)
+        return
+    images = sample_images(args.batch, args.size).to(args.device)
+    corrupt(images[:2], "contrast", 1, [0, 1])  # warm-up (imports, caches)
+    print(f"# {args.size}x{args.size}, batch {args.batch}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"severities {args.severities}, reference on {args.ref_images} images; {platform.machine()}, "
+          f"{os.cpu_count()} visible cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, torch {torch.__version__}")
+    print("| corruption | reference ms/img | torch ms/img | speed-up | reference CPU ms/img | torch CPU ms/img |")
+    print("|---|---:|---:|---:|---:|---:|")
+    ref_sum, torch_sum, ratios = np.zeros(2), np.zeros(2), []
+    nan = (float("nan"), float("nan"))
+    for name in args.corruptions:
+        torch_ms = np.array(ms_per_image(images, name, args.severities, "torch"))
+        ref_ms = np.array(nan if args.skip_reference else ms_per_image(
+            images[:args.ref_images].cpu(), name, args.severities, "imagecorruptions"))
+        print(f"| {name} | {ref_ms[0]:.1f} | {torch_ms[0]:.2f} | {ref_ms[0] / torch_ms[0]:.1f}x "
+              f"| {ref_ms[1]:.1f} | {torch_ms[1]:.2f} |", flush=True)
+        if name in CORRUPTIONS:
+            ref_sum, torch_sum = ref_sum + ref_ms, torch_sum + torch_ms
+            ratios.append(ref_ms[0] / torch_ms[0])
+    k = sum(c in CORRUPTIONS for c in args.corruptions)
+    if k:
+        geometric = np.exp(np.mean(np.log(ratios)))
+        print(f"| **mean of the {k} common** | {ref_sum[0] / k:.1f} | {torch_sum[0] / k:.2f} "
+              f"| **{ref_sum[0] / torch_sum[0]:.1f}x** (geometric mean of ratios {geometric:.1f}x) "
+              f"| {ref_sum[1] / k:.1f} | {torch_sum[1] / k:.2f} |")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""What a suite works with: the model, its data sources, the options, the store, and the measuring loop.
+
+`EvalContext.measure(cell, n, data)` is the one place a model meets images: it returns the stored rows of a cell
+when they are there (resume; `force` recomputes), else runs the inference loop (inference_mode, uint8 -> float on
+the device, no per-image Python), checks logits are finite, and writes the cell's rows and per-image correctness
+in one transaction.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from eval.datasets import DatasetError, EvalSet, clean_test_set, imagenet_val_set
+from eval.metrics import TopKAccuracy
+from eval.sharding import all_agree, gather_ordered, merge_accuracy, rank_batches
+from eval.store import Cell, ResultStore
+from nst_core import distributed
+
+DEFAULT_EPS = (0.0, 1.0, 2.0, 4.0, 8.0)
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation that cannot go on (NaN logits, class-count mismatch...); stored cells stay stored."""
+
+
+@dataclass
+class EvalOptions:
+    """Run settings shared by every suite (CLI flags map one to one)."""
+
+    device: str = "cpu"
+    batch_size: int = 256
+    workers: int = 0
+    limit: int | None = None  # fixed seeded subset of every dataset
+    attack_limit: int | None = None  # subset for attacks (default: limit)
+    amp: bool = False
+    force: bool = False
+    seed: int = 0
+    eps: Sequence[float] = DEFAULT_EPS  # units of 1/255
+    attacks: Sequence[str] = ("fgsm", "pgd")
+    pgd_steps: int = 10
+    pgd_alpha: float | None = None  # units of 1/255; None: 2.5 * eps / steps
+    pgd_random_start: bool = True
+    corruption_backend: str = "torch"
+    corruptions: Sequence[str] | None = None  # None: all 19
+    cache_dir: str | os.PathLike | None = None
+    progress: bool = True
+    perturbations: Sequence[str] | None = None  # perturbation suite (ImageNet-P): None = all
+    perturbation_difficulty: int = 1
+    perturbation_limit: int | None = None  # sequences per perturbation (default: limit)
+
+
+@dataclass
+class DataSources:
+    """Benchmark roots; ImageNet mode when any is given, else the run's own test set (from the checkpoint)."""
+
+    val: str | os.PathLike | None = None
+    imagenet_c: str | os.PathLike | None = None
+    imagenet_a: str | os.PathLike | None = None
+    imagenet_p: str | os.PathLike | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # roots for plug-in suites
+
+    @property
+    def is_imagenet(self) -> bool:
+        """True when evaluating on ImageNet benchmarks (the baseline is then the AlexNet table)."""
+        return any(v is not None for v in (self.val, self.imagenet_c, self.imagenet_a, self.imagenet_p))
+
+
+class EvalContext:
+    """One model under evaluation; suites read from it and measure through it."""
+
+    def __init__(self, model: nn.Module, meta: Mapping[str, Any], store: ResultStore | None = None,
+                 data: DataSources | None = None, options: EvalOptions | None = None,
+                 baseline: str | tuple[nn.Module, Mapping[str, Any]] | None = None,
+                 clean: EvalSet | None = None) -> None:
+        self.model = model
+        self.meta = dict(meta)
+        self.store = store if store is not None else ResultStore(None)
+        self.data = data or DataSources()
+        self.options = options or EvalOptions()
+        self.baseline = baseline
+        self._clean = clean
+        self.device = torch.device(self.options.device)
+        self.model_name = str(self.meta.get("name") or self.meta.get("source") or type(model).__name__)
+        self.sha256 = self.meta.get("sha256")
+        self.run = self.meta.get("run")
+        self.generation = self.meta.get("generation")
+        self.counts = {"computed": 0, "stored": 0}  # cells measured vs read back (resume)
+        self._measured: dict[tuple[Cell, int], dict[str, dict[str, Any]]] = {}  # this evaluation's cells
+        if self.model.training:
+            raise EvaluationError(f"{self.model_name}: the model is in train mode; evaluation needs model.eval()")
+
+    # ------------------------------------------------------------------------------------------------ data
+    def clean_set(self) -> EvalSet:
+        """The clean test set (ImageNet val when --val is given, else the run's test set), `limit` applied."""
+        if self._clean is None:
+            if self.data.val is not None:
+                self._clean = imagenet_val_set(self.data.val, self.meta, self.options.limit, self.options.seed)
+            elif self.data.is_imagenet:
+                raise DatasetError("ImageNet evaluation needs --val (the ImageFolder val tree) for clean accuracy")
+            else:
+                self._clean = clean_test_set(self.meta, self.options.limit, self.options.seed)
+        return self._clean
+
+    def cell(self, suite: str, dataset: str, corruption: str | None = None, severity: int | None = None,
+             attack: str | None = None, eps: float | None = None) -> Cell:
+        """The store key of one measurement of this model."""
+        return Cell(self.model_name, self.sha256, self.run, self.generation, suite, dataset, corruption,
+                    None if severity is None else int(severity), attack, None if eps is None else float(eps))
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """Settings recorded with every row: the run options plus suite-specific ones."""
+        o = self.options
+        base = {"batch_size": o.batch_size, "limit": o.limit, "amp": o.amp, "seed": o.seed, "device": o.device,
+                "input_size": self.meta.get("input_size")}
+        return {**base, **extra}
+
+    def check_classes(self, data: EvalSet) -> None:
+        """A model whose class count does not fit the dataset is an error naming both."""
+        k = int(self.meta.get("num_classes") or 0)
+        root = data.info.get("root", data.name)
+        if data.class_index is not None:
+            need = int(data.class_index.max()) + 1
+            if k < need:
+                raise EvaluationError(f"{self.model_name} has {k} classes but {data.name} ({root}) selects logits "
+                                      f"up to index {need - 1}: it needs an ImageNet-1k model (1000 classes)")
+        elif k != data.num_classes:
+            raise EvaluationError(f"{self.model_name} has {k} classes but {data.name} ({root}) has "
+                                  f"{data.num_classes}: evaluate a model trained on this dataset, or point the "
+                                  "dataset flags at the matching data")
+
+    # --------------------------------------------------------------------------------------------- measuring
+    def stored(self, cell: Cell, n: int) -> dict[str, dict[str, Any]] | None:
+        """The stored rows {metric: row} of a cell on n images, or None (always None with force)."""
+        if self.options.force or not all_agree(self.store.has_cell(cell, n)):  # under torchrun: all ranks alike
+            return None
+        return {r["metric"]: r for r in self.store.cell_rows(cell, n)}
+
+    def measure(self, cell: Cell, n: int | None, data: Callable[[], EvalSet] | EvalSet,
+                settings: Mapping[str, Any] | None = None,
+                perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+                ) -> dict[str, dict[str, Any]]:
+        """Top-1/top-5 rows {metric: row} of `cell`: from the store when there, else computed and stored.
+
+        `data` may be a callable so that a stored cell never builds (or generates) its images; `n` is the
+        expected image count (None: take it from the data). `perturb(x, y, batch_index)` (attacks) maps float
+        [0, 1] batches before the forward pass and runs with gradients.
+        """
+        eval_set = None
+        if n is None:
+            eval_set = data() if callable(data) else data
+            n = len(eval_set)
+        if (cell, n) in self._measured:  # asked again in this evaluation (e.g. clean error for relative CE)
+            return self._measured[cell, n]
+        if (rows := self.stored(cell, n)) is not None:
+            self.counts["stored"] += 1
+        else:
+            if eval_set is None:
+                eval_set = data() if callable(data) else data
+            self.check_classes(eval_set)
+            acc = self.predict(eval_set, cell, perturb)
+            metrics = acc.compute()
+            new = [cell.row(m, v, acc.n, self.settings(**dict(settings or {}))) for m, v in metrics.items()]
+            self.store.write(new, {cell: acc.per_image()})
+            self.counts["computed"] += 1
+            rows = {r["metric"]: r for r in new}
+        self._measured[cell, n] = rows
+        return rows
+
+    def autocast(self) -> Any:
+        """bf16 autocast when --amp, else a no-op context."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.options.amp else nullcontext()
+
+    def predict(self, data: EvalSet, cell: Cell,
+                perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None) -> TopKAccuracy:
+        """The inference loop over `data`: streaming top-1/top-5 with per-image correctness; NaN logits raise.
+
+        Under torchrun each rank scores its own batches (`eval.sharding`) and all get the merged accumulator.
+        """
+        o = self.options
+        acc = TopKAccuracy((1, 5), keep_per_image=True)
+        index = None if data.class_index is None else data.class_index.to(self.device)
+        bad: list[torch.Tensor] = []
+        shard, positions, numbers = rank_batches(data, o.batch_size)
+        bar = tqdm(total=len(shard), desc=cell.describe(), unit="img", disable=not o.progress or not
+                   distributed.is_main(), leave=False, dynamic_ncols=True)
+        for b, (xb, yb) in zip(numbers, shard.batches(o.batch_size, o.workers)):
+            x = xb.to(self.device, non_blocking=True).float().div_(255)
+            y = yb.to(self.device, non_blocking=True)
+            if perturb is not None:
+                x = perturb(x, y, b)
+            with torch.inference_mode(), self.autocast():
+                logits = self.model(x)
+                if index is not None:
+                    logits = logits.index_select(1, index)
+            bad.append(~torch.isfinite(logits).all(dim=1))
+            acc.update(logits, y)  # outside inference_mode: the accumulator's state stays a normal tensor
+            bar.update(xb.shape[0])
+        bar.close()
+        acc = merge_accuracy(acc, positions)
+        nonfinite = gather_ordered(torch.cat(bad) if bad else torch.zeros(0, dtype=torch.bool), positions)
+        if bool(nonfinite.any()):
+            which = data.indices[nonfinite.cpu()][:5].tolist()
+            raise EvaluationError(f"{cell.describe()}: the model gave NaN/inf logits for {int(nonfinite.sum())} "
+                                  f"images (dataset indices {which}...); check the checkpoint (weights with NaN?) "
+                                  "or evaluate without --amp. Cells already stored are kept.")
+        return acc
+
+    # ---------------------------------------------------------------------------------------------- baseline
+    @cached_property
+    def baseline_context(self) -> "EvalContext | None":
+        """The CE baseline on non-ImageNet data, evaluated on this same data (None when there is none)."""
+        spec = self.baseline
+        if spec is None:
+            source = self.meta.get("source")
+            if source and not str(source).startswith("timm:"):
+                gen0 = Path(source).parent / "gen0"
+                if (gen0 / "meta.json").exists():
+                    spec = str(gen0)
+        if spec is None:
+            return None
+        if isinstance(spec, tuple):
+            model, meta = spec
+        else:
+            if Path(str(spec)).resolve() == Path(str(self.meta.get("source", ""))).resolve():
+                return self
+            from nst_core import load_model
+
+            model, meta = load_model(str(spec), device=self.device)
+        if list(meta.get("input_size") or []) != list(self.meta.get("input_size") or []):
+            raise EvaluationError(f"baseline {meta.get('name')} takes input size {meta.get('input_size')} but "
+                                  f"{self.model_name} takes {self.meta.get('input_size')}: the baseline must see the "
+                                  "same images; choose another with --baseline")
+        if meta.get("sha256") and meta.get("sha256") == self.sha256 and meta.get("name") == self.model_name:
+            return self
+        return EvalContext(model, meta, self.store, self.data, self.options, baseline=None, clean=self.clean_set())
+
+
+__all__ = ["EvalContext", "EvalOptions", "DataSources", "EvaluationError", "DEFAULT_EPS"]

@@ -1,0 +1,42 @@
+"""Corruption names (ImageNet-C order), severities, validation and per-image seeds shared by both backends."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Sequence
+
+import numpy as np
+
+CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+ALL_CORRUPTIONS: tuple[str, ...] = CORRUPTIONS + EXTRA_CORRUPTIONS
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+
+def check_corruption(corruption: str, severity: int) -> None:
+    """Raise ValueError naming the bad value and the valid ones."""
+    if corruption not in ALL_CORRUPTIONS:
+        raise ValueError(f"unknown corruption {corruption!r}; valid: {', '.join(ALL_CORRUPTIONS)}")
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
+        raise ValueError(f"invalid severity {severity!r} for {corruption!r}; valid: {list(SEVERITIES)}")
+
+
+def check_keys(keys: Sequence[int], n: int, seed: int) -> list[int]:
+    """Validate per-image keys (one non-negative int per image) and the seed; return keys as ints."""
+    keys = [int(k) for k in keys]
+    if len(keys) != n:
+        raise ValueError(f"got {len(keys)} keys for {n} images; pass one key per image")
+    if any(k < 0 for k in keys) or int(seed) < 0:
+        raise ValueError("keys and seed must be non-negative integers")
+    return keys
+
+
+def image_seed(seed: int, corruption: str, severity: int, key: int) -> int:
+    """32-bit NumPy seed of one image, a stable function of (seed, corruption, severity, key)."""
+    entropy = [int(seed), zlib.crc32(corruption.encode()), int(severity), int(key)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])

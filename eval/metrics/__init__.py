@@ -1,0 +1,36 @@
+"""Evaluation metrics: streaming accumulators (torchmetrics shape) and the ImageNet-C/-P formulas.
+
+- `TopKAccuracy`: top-1/top-5 accuracy, `update` / `compute` / `reset` / `merge`, optional per-image correctness.
+- `ErrorTable`: top-1 error per (corruption, severity), all-reducible count tensors.
+- `corruption_error`, `relative_corruption_error`, `mce`, `relative_mce`, `mean_corruption_accuracy`,
+  `corruption_summary`, `alexnet_errors` (the published AlexNet table), `ALEXNET_CLEAN_ERROR` (0.4348).
+- `eval.metrics.perturbation` (ImageNet-P: flip probability, top-5 distance) lives beside these when installed.
+"""
+from eval.metrics.classification import TopKAccuracy, topk_accuracy
+from eval.metrics.corruption import (
+    ALEXNET_CLEAN_ERROR,
+    ALEXNET_NAME,
+    SEVERITIES,
+    ErrorTable,
+    alexnet_errors,
+    corruption_error,
+    corruption_summary,
+    mce,
+    mean_ce,
+    mean_corruption_accuracy,
+    relative_corruption_error,
+    relative_mce,
+)
+
+__all__ = [
+    "TopKAccuracy", "topk_accuracy", "ErrorTable", "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "SEVERITIES",
+    "alexnet_errors", "corruption_error", "relative_corruption_error", "mce", "mean_ce", "relative_mce",
+    "mean_corruption_accuracy", "corruption_summary",
+]
+
+try:  # ImageNet-P metrics (issue 4) plug in as eval/metrics/perturbation.py
+    from eval.metrics import perturbation  # noqa: F401
+    from eval.metrics.perturbation import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, PerturbationMetrics  # noqa: F401
+except ModuleNotFoundError as exc:  # only its absence is tolerated, never an error inside it
+    if exc.name != "eval.metrics.perturbation":
+        raise

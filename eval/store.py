@@ -1,0 +1,219 @@
+"""The results store: SQLite at `<out>/results.sqlite`, one row per measurement (schema in docs/contracts.md).
+
+Tables `results`, `models` and `per_image`. A measurement's identity is (model, checkpoint_sha256, suite, dataset,
+corruption, severity, attack, eps, metric, n), enforced by a unique index that treats NULL as a value, so writing
+it again replaces it and a re-run can ask `has_cell(...)` to skip what is stored. `n` belongs to the identity
+(a `--limit` subset and the full set are different measurements). Each evaluated cell (its metric rows and its
+per-image correctness) is written in one transaction, so an interrupted run leaves only whole cells behind.
+`write_summary` keeps `<out>/summary.json` (headline figures per model), replaced atomically.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    model TEXT NOT NULL, checkpoint_sha256 TEXT, run TEXT, generation INTEGER, suite TEXT NOT NULL,
+    dataset TEXT NOT NULL, corruption TEXT, severity INTEGER, attack TEXT, eps REAL, metric TEXT NOT NULL,
+    value REAL, n INTEGER, settings TEXT, created TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS results_key ON results (
+    model, IFNULL(checkpoint_sha256, ''), suite, dataset, IFNULL(corruption, ''), IFNULL(severity, -1),
+    IFNULL(attack, ''), IFNULL(eps, -1.0), metric, IFNULL(n, -1)
+);
+CREATE TABLE IF NOT EXISTS models (
+    model TEXT NOT NULL, checkpoint_sha256 TEXT, run TEXT, generation INTEGER, source TEXT, meta TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS models_key ON models (model, IFNULL(checkpoint_sha256, ''));
+CREATE TABLE IF NOT EXISTS per_image (
+    model TEXT NOT NULL, checkpoint_sha256 TEXT, suite TEXT NOT NULL, dataset TEXT NOT NULL, corruption TEXT,
+    severity INTEGER, attack TEXT, eps REAL, correct BLOB NOT NULL, n INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS per_image_key ON per_image (
+    model, IFNULL(checkpoint_sha256, ''), suite, dataset, IFNULL(corruption, ''), IFNULL(severity, -1),
+    IFNULL(attack, ''), IFNULL(eps, -1.0), n
+);
+"""
+
+RESULT_COLUMNS = ("model", "checkpoint_sha256", "run", "generation", "suite", "dataset", "corruption", "severity",
+                  "attack", "eps", "metric", "value", "n", "settings", "created")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What one measurement was made on: a model and (suite, dataset, corruption, severity, attack, eps)."""
+
+    model: str
+    checkpoint_sha256: str | None
+    run: str | None
+    generation: int | None
+    suite: str
+    dataset: str
+    corruption: str | None = None
+    severity: int | None = None
+    attack: str | None = None
+    eps: float | None = None
+
+    def row(self, metric: str, value: float | None, n: int | None, settings: Mapping[str, Any] | None = None,
+            created: str | None = None) -> dict[str, Any]:
+        """A `results` row (a plain dict with the contract's columns) for one metric of this cell."""
+        value = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        return {**asdict(self), "metric": metric, "value": value, "n": n,
+                "settings": json.dumps(dict(settings or {}), sort_keys=True, default=str),
+                "created": created or now()}
+
+    def where(self) -> tuple[str, list[Any]]:
+        """SQL condition (NULL-safe) and parameters selecting this cell's rows."""
+        cols = ("model", "checkpoint_sha256", "suite", "dataset", "corruption", "severity", "attack", "eps")
+        return " AND ".join(f"{c} IS ?" for c in cols), [getattr(self, c) for c in cols]
+
+    def describe(self) -> str:
+        """A short human name for messages and progress bars."""
+        parts = [self.model, self.suite, self.dataset]
+        if self.corruption is not None:
+            parts.append(f"{self.corruption}/{self.severity}")
+        if self.attack is not None:
+            parts.append(f"{self.attack}@{self.eps:g}/255")
+        return " ".join(parts)
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultStore:
+    """The SQLite results store; `path=None` keeps it in memory (API use without an output folder)."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(":memory:" if self.path is None else str(self.path), timeout=60)
+        self.conn.row_factory = sqlite3.Row
+        with self.conn:
+            self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def add_model(self, name: str, sha256: str | None, run: str | None, generation: int | None, source: str | None,
+                  meta: Mapping[str, Any]) -> None:
+        """Record (or refresh) a model and its meta.json."""
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO models (model, checkpoint_sha256, run, generation, source, meta) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, sha256, run, generation, source, json.dumps(dict(meta), sort_keys=True, default=str)))
+
+    def has_cell(self, cell: Cell, n: int, metric: str = "top1") -> bool:
+        """Whether `metric` of this cell on n images is stored."""
+        where, params = cell.where()
+        cur = self.conn.execute(f"SELECT 1 FROM results WHERE {where} AND metric = ? AND n IS ? LIMIT 1",
+                                [*params, metric, n])
+        return cur.fetchone() is not None
+
+    def cell_rows(self, cell: Cell, n: int | None = None) -> list[dict[str, Any]]:
+        """The stored rows of one cell (all n, or only those on n images)."""
+        where, params = cell.where()
+        sql = f"SELECT {', '.join(RESULT_COLUMNS)} FROM results WHERE {where}"
+        if n is not None:
+            sql += " AND n IS ?"
+            params = [*params, n]
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY metric", params)]
+
+    def write(self, rows: Iterable[Mapping[str, Any]], per_image: Mapping[Cell, torch.Tensor] | None = None) -> None:
+        """Write result rows and per-image correctness in one transaction (all or nothing)."""
+        rows = list(rows)
+        with self.conn:
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO results ({', '.join(RESULT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(RESULT_COLUMNS))})",
+                [tuple(r[c] for c in RESULT_COLUMNS) for r in rows])
+            for cell, correct in (per_image or {}).items():
+                bits = np.packbits(correct.detach().cpu().numpy().astype(bool)).tobytes()
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO per_image (model, checkpoint_sha256, suite, dataset, corruption, "
+                    "severity, attack, eps, correct, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cell.model, cell.checkpoint_sha256, cell.suite, cell.dataset, cell.corruption, cell.severity,
+                     cell.attack, cell.eps, bits, int(correct.numel())))
+
+    def rows(self, **where: Any) -> list[dict[str, Any]]:
+        """Result rows matching column=value filters (None matches NULL)."""
+        bad = set(where) - set(RESULT_COLUMNS)
+        if bad:
+            raise KeyError(f"unknown result columns {sorted(bad)}; valid: {RESULT_COLUMNS}")
+        cond = " AND ".join(f"{k} IS ?" for k in where) or "1"
+        return [dict(r) for r in self.conn.execute(
+            f"SELECT {', '.join(RESULT_COLUMNS)} FROM results WHERE {cond}", list(where.values()))]
+
+    def per_image(self, cell: Cell, n: int) -> torch.Tensor | None:
+        """Stored per-image top-1 correctness (bool [n]) of a cell, or None."""
+        where, params = cell.where()
+        r = self.conn.execute(f"SELECT correct, n FROM per_image WHERE {where} AND n = ?", [*params, n]).fetchone()
+        if r is None:
+            return None
+        bits = np.unpackbits(np.frombuffer(r["correct"], dtype=np.uint8), count=r["n"])
+        return torch.from_numpy(bits.astype(bool))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file through a temporary file in the same folder and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_summary(out_dir: str | os.PathLike, model: str, figures: Mapping[str, Any]) -> Path:
+    """Merge one model's headline figures into `<out>/summary.json` ({"models": {name: figures}}), atomically."""
+    path = Path(out_dir) / "summary.json"
+    data: dict[str, Any] = {"models": {}}
+    if path.exists():
+        data = json.loads(path.read_text())
+        data.setdefault("models", {})
+    data["models"][model] = {**data["models"].get(model, {}), **dict(figures), "updated": now()}
+    text = json.dumps(_plain(data), indent=2, sort_keys=True, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+    return path
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-ready copy: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+__all__ = ["Cell", "ResultStore", "write_summary", "atomic_write_text", "now", "RESULT_COLUMNS", "SCHEMA"]

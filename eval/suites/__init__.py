@@ -1,0 +1,100 @@
+"""The suite registry: `nst-eval --suite NAME` runs `SUITES[NAME]`; `robustness` runs every suite the data supports.
+
+How to add a suite (ImageNet-P does it this way): put a module in `eval/suites/` (it is imported automatically)
+and decorate a function taking an `eval.context.EvalContext` and returning result rows (dicts with the columns of
+`eval.store.RESULT_COLUMNS`, as made by `Cell.row`):
+
+    from eval.suites import register_suite
+
+    @register_suite("perturbation", supports=lambda ctx: ctx.data.imagenet_p is not None, order=50)
+    def perturbation(ctx):
+        data = ctx.clean_set()                                    # or read ctx.data.imagenet_p
+        cell = ctx.cell("perturbation", "imagenet-p", corruption="gaussian_noise")
+        if (rows := ctx.stored(cell, n)) is None:                 # resume: skip what is stored unless --force
+            ...                                                   # ctx.model, ctx.device, ctx.autocast(), ctx.options
+            rows = {m: cell.row(m, value, n, ctx.settings(...)) for m, value in ...}
+            ctx.store.write(rows.values())                        # one transaction per cell
+        return list(rows.values())
+
+- `supports(ctx) -> bool`: whether the suite applies to this model and data (e.g. an ImageNet root was given);
+  `robustness` runs, in `order`, every registered suite with `in_robustness=True` whose `supports` is true.
+  A suite asked for by name that does not support the data raises an error saying what is missing.
+- Models on [0, 1] images, normalising inside; images from `ctx.clean_set()` or `eval.datasets` are uint8
+  batches (`EvalSet.batches`); `ctx.measure(cell, n, data)` does the whole top-1/top-5 loop and storage.
+- The rows a suite returns feed `summary.json` (`eval.api.summarize`); metric names follow docs/contracts.md.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from eval.context import EvalContext
+
+SuiteFn = Callable[["EvalContext"], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A registered suite: its runner, when it applies, and its place in `robustness`."""
+
+    name: str
+    run: SuiteFn
+    supports: Callable[["EvalContext"], bool]
+    requirement: str  # said when the suite is asked for but `supports` is false
+    in_robustness: bool = True
+    order: int = 100
+
+
+SUITES: dict[str, Suite] = {}
+META_SUITES = ("robustness",)
+
+
+def register_suite(name: str, *, supports: Callable[["EvalContext"], bool] | None = None, requirement: str = "",
+                   in_robustness: bool = True, order: int = 100) -> Callable[[SuiteFn], SuiteFn]:
+    """Decorator registering a suite function under `name` (an existing name is an error)."""
+    if name in META_SUITES:
+        raise ValueError(f"{name!r} is reserved")
+
+    def wrap(fn: SuiteFn) -> SuiteFn:
+        if name in SUITES and SUITES[name].run is not fn:
+            raise ValueError(f"suite {name!r} is already registered by {SUITES[name].run.__module__}")
+        SUITES[name] = Suite(name, fn, supports or (lambda ctx: True), requirement, in_robustness, order)
+        return fn
+
+    return wrap
+
+
+def suite_names() -> list[str]:
+    """Every name `--suite` accepts."""
+    return [*sorted(SUITES, key=lambda n: (SUITES[n].order, n)), *META_SUITES]
+
+
+def resolve_suites(names: str | list[str], ctx: "EvalContext") -> list[Suite]:
+    """The suites to run for `names` (comma-separated or a list); `robustness` expands to all supported ones."""
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    out: list[Suite] = []
+    for name in wanted:
+        if name == "robustness":
+            out += [s for s in sorted(SUITES.values(), key=lambda s: (s.order, s.name))
+                    if s.in_robustness and s.supports(ctx)]
+        elif name in SUITES:
+            if not SUITES[name].supports(ctx):
+                raise ValueError(f"suite {name!r} does not apply here: {SUITES[name].requirement}")
+            out.append(SUITES[name])
+        else:
+            raise ValueError(f"unknown suite {name!r}; valid: {', '.join(suite_names())}")
+    seen: set[str] = set()
+    return [s for s in out if not (s.name in seen or seen.add(s.name))]
+
+
+def _import_suites() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_suites()
+
+__all__ = ["Suite", "SUITES", "register_suite", "resolve_suites", "suite_names"]

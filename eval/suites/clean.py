@@ -1,0 +1,27 @@
+"""`clean`: top-1 / top-5 accuracy on the clean test set (the run's test set, or ImageNet val with --val)."""
+from __future__ import annotations
+
+from typing import Any
+
+from eval.context import EvalContext
+from eval.suites import register_suite
+
+
+def measure_clean(ctx: EvalContext) -> dict[str, dict[str, Any]]:
+    """The clean cell's rows {metric: row} (stored or computed); other suites use it for relative figures."""
+    data = ctx.clean_set()
+    return ctx.measure(ctx.cell("clean", data.name), len(data), data, {"root": data.info.get("root")})
+
+
+def has_clean(ctx: EvalContext) -> bool:
+    """Whether a clean test set is there: the run's own, or ImageNet val given with --val."""
+    return ctx.data.val is not None or not ctx.data.is_imagenet
+
+
+NEEDS_VAL = "ImageNet evaluation needs --val (the ImageFolder val tree)"
+
+
+@register_suite("clean", supports=has_clean, requirement=NEEDS_VAL, order=0)
+def clean(ctx: EvalContext) -> list[dict[str, Any]]:
+    """Clean top-1 / top-5."""
+    return list(measure_clean(ctx).values())

@@ -1,0 +1,19 @@
+"""`natural-adversarial`: ImageNet-A top-1 / top-5 with the 200-class logit mask (timm's index list)."""
+from __future__ import annotations
+
+from typing import Any
+
+from eval.context import EvalContext
+from eval.datasets import imagenet_a_set
+from eval.suites import register_suite
+
+
+@register_suite("natural-adversarial", supports=lambda ctx: ctx.data.imagenet_a is not None,
+                requirement="give the ImageNet-A root with --imagenet-a", order=20)
+def natural_adversarial(ctx: EvalContext) -> list[dict[str, Any]]:
+    """ImageNet-A accuracy of a 1000-class model, logits restricted to A's 200 classes."""
+    o = ctx.options
+    data = imagenet_a_set(ctx.data.imagenet_a, ctx.meta, o.limit, o.seed)
+    rows = ctx.measure(ctx.cell("natural-adversarial", data.name), len(data), data,
+                       {"root": str(ctx.data.imagenet_a), "mask": "timm/data/_info/imagenet_a_indices.txt"})
+    return list(rows.values())
