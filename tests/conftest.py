@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick.yaml"
@@ -18,3 +19,13 @@ def quick_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("quick") / "run"
     run(load_config(QUICK), out, device="cpu", progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for modules of many small ops: on shared cores OpenMP threads otherwise wait on each
+    other (measured: 1.8 s instead of 0.015 s per forward when oversubscribed). Outputs do not change."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,13 +22,7 @@ MONOTONE = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "mo
             "gaussian_blur")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Many small ops: one thread avoids OpenMP barrier stalls on a shared machine (outputs do not change)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _photos(n: int, height: int, width: int) -> torch.Tensor:

@@ -12,13 +12,7 @@ from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, co
 from eval.corruptions.reference import corrupt_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Many small ops: one thread avoids OpenMP barrier stalls on a shared machine (outputs do not change)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:

@@ -11,14 +11,7 @@ from eval.attacks import AttackSpec, attack_images
 EPS = [0.0, 2.0, 8.0, 16.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on tiny batches: one intra-op thread, so the shared 2-core machine's load cannot make OpenMP
-    threads wait on each other (measured: 1.8 s instead of 0.015 s per forward when the cores are oversubscribed)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Normalized(nn.Module):
