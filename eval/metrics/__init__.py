@@ -4,7 +4,7 @@
 - `ErrorTable`: top-1 error per (corruption, severity), all-reducible count tensors.
 - `corruption_error`, `relative_corruption_error`, `mce`, `relative_mce`, `mean_corruption_accuracy`,
   `corruption_summary`, `alexnet_errors` (the published AlexNet table), `ALEXNET_CLEAN_ERROR` (0.4348).
-- `eval.metrics.perturbation` (ImageNet-P: flip probability, top-5 distance) lives beside these when installed.
+- `PerturbationMetrics` (ImageNet-P: flip probability, top-5 distance, from `eval.metrics.perturbation`).
 """
 from eval.metrics.classification import TopKAccuracy, topk_accuracy
 from eval.metrics.corruption import (
@@ -21,16 +21,11 @@ from eval.metrics.corruption import (
     relative_corruption_error,
     relative_mce,
 )
+from eval.metrics.perturbation import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, PerturbationMetrics
 
 __all__ = [
     "TopKAccuracy", "topk_accuracy", "ErrorTable", "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "SEVERITIES",
     "alexnet_errors", "corruption_error", "relative_corruption_error", "mce", "mean_ce", "relative_mce",
     "mean_corruption_accuracy", "corruption_summary",
+    "ALL_PERTURBATIONS", "EVALUATED_PERTURBATIONS", "PerturbationMetrics",
 ]
-
-try:  # ImageNet-P metrics (issue 4) plug in as eval/metrics/perturbation.py
-    from eval.metrics import perturbation  # noqa: F401
-    from eval.metrics.perturbation import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, PerturbationMetrics  # noqa: F401
-except ModuleNotFoundError as exc:  # only its absence is tolerated, never an error inside it
-    if exc.name != "eval.metrics.perturbation":
-        raise
