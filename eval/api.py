@@ -9,10 +9,11 @@ from typing import Any, Mapping
 from torch import nn
 
 from eval.context import DataSources, EvalContext, EvalOptions
+from eval.examples import write_examples
 from eval.sharding import rank_store
-from nst_core import distributed
 from eval.store import ResultStore, write_summary
 from eval.suites import resolve_suites
+from nst_core import distributed
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def evaluate(model: nn.Module, meta: Mapping[str, Any], suite: str | list[str] =
              ) -> list[dict[str, Any]]:
     """Run `suite` on a model ([0, 1] images in, logits out) and return its result rows.
 
-    `out`: write `<out>/results.sqlite` and update `<out>/summary.json`; `store`: an open store instead
+    `out`: write `<out>/results.sqlite`, update `<out>/summary.json` and write `<out>/examples.npz` (the report's
+    example images) when it is missing; `store`: an open store instead
     (default: in memory). `option_overrides` set `EvalOptions` fields (batch_size=..., limit=..., eps=...).
     Cells already in the store are read back, not recomputed, unless force=True.
     """
@@ -39,14 +41,16 @@ def evaluate(model: nn.Module, meta: Mapping[str, Any], suite: str | list[str] =
     try:
         ctx = EvalContext(model, meta, rank_store(store), data, options, baseline)  # under torchrun rank 0 writes
         ctx.store.add_model(ctx.model_name, ctx.sha256, ctx.run, ctx.generation, meta.get("source"), meta)
+        suites = resolve_suites(suite, ctx)
         rows: list[dict[str, Any]] = []
-        for s in resolve_suites(suite, ctx):
+        for s in suites:
             rows += s.run(ctx)
         rows = _dedupe(rows)
         log.info("%s: %d cells computed, %d read back from the store", ctx.model_name, ctx.counts["computed"],
                  ctx.counts["stored"])
         if out is not None and distributed.is_main():
             write_summary(out, ctx.model_name, summarize(rows, meta))
+            write_examples(out, ctx, [s.name for s in suites], force=options.force)
         return rows
     finally:
         if own_store and out is not None:

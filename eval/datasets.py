@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+from nst_core.checkpoint import write_array
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_CACHE = Path(os.environ.get("NST_CACHE_DIR", Path.home() / ".cache" / "nst-robustness"))
@@ -272,18 +273,6 @@ def corruption_cache_dir(clean: EvalSet, backend: str, seed: int, cache_dir: str
         f"{backend}-seed{seed}"
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str = "torch", seed: int = 0,
                   cache_dir: str | os.PathLike | None = None, chunk: int = 500, progress: bool = True,
                   directory: Path | None = None) -> EvalSet:
@@ -313,7 +302,7 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
             bar.update(part.shape[0])
         bar.close()
         images = torch.cat(parts)
-        _atomic_save(path, images.numpy())
+        write_array(path, images.numpy())
     return replace(data, name=f"{clean.name}-c/{backend}", images=images,
                    info={**data.info, "corruption": corruption, "severity": severity, "backend": backend,
                          "seed": seed, "cache": str(path)})

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import sqlite3
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
+
+from nst_core.checkpoint import atomic_write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -175,19 +176,6 @@ class ResultStore:
         return torch.from_numpy(bits.astype(bool))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file through a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_summary(out_dir: str | os.PathLike, model: str, figures: Mapping[str, Any]) -> Path:
     """Merge one model's headline figures into `<out>/summary.json` ({"models": {name: figures}}), atomically."""
     path = Path(out_dir) / "summary.json"
@@ -197,7 +185,7 @@ def write_summary(out_dir: str | os.PathLike, model: str, figures: Mapping[str, 
         data.setdefault("models", {})
     data["models"][model] = {**data["models"].get(model, {}), **dict(figures), "updated": now()}
     text = json.dumps(_plain(data), indent=2, sort_keys=True, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
     return path
 
 
@@ -216,4 +204,4 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-__all__ = ["Cell", "ResultStore", "write_summary", "atomic_write_text", "now", "RESULT_COLUMNS", "SCHEMA"]
+__all__ = ["Cell", "ResultStore", "write_summary", "now", "RESULT_COLUMNS", "SCHEMA"]

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -34,6 +35,24 @@ def atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_array(path: Path, array: np.ndarray) -> None:
+    """Atomically write one array as .npy (no pickled objects; read back with np.load(allow_pickle=False))."""
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:  # a handle, so np.save adds no ".npy" to the temp name
+            np.save(handle, array, allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write named arrays as one .npz (no pickled objects)."""
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(handle, **arrays)
+
+    atomic_write(path, write)
 
 
 def write_json(path: Path, obj: Any) -> None:

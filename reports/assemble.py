@@ -42,6 +42,8 @@ def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str 
     ablation = tables.ablation_table(store, long)
     runs = dict(zip(store.models["model"], store.models["run"])) | dict(zip(store.results["model"],
                                                                             store.results["run"]))
+    example_path = _find_examples(store, examples)
+    shown = _read_examples(example_path) if example_path is not None else {}
     colours = figures.model_colours(store.order, {m: r if isinstance(r, str) else None for m, r in runs.items()})
 
     written = write_tables(_tables(long, corruptions, ce_wide, perturbations, ablation, store), out)
@@ -49,9 +51,9 @@ def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str 
         Section("Overview", _overview(store, baseline)),
         _headline_section(long, colours, out),
         _corruption_section(long, corruptions, ce_wide, colours, out),
-        _perturbation_section(perturbations),
+        _perturbation_section(perturbations, shown, example_path, out),
         _ablation_section(ablation, long, store),
-        _examples_section(store, examples, out),
+        _examples_section(shown, example_path, out),
         _settings_section(store),
     ]
     written += [write_markdown(TITLE, sections, out), write_html(TITLE, sections, out)]
@@ -134,13 +136,20 @@ def _corruption_section(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: 
     return Section("Corruptions (ImageNet-C style)", blocks)
 
 
-def _perturbation_section(perturbations: pd.DataFrame) -> Section:
+def _perturbation_section(perturbations: pd.DataFrame, shown: dict, path: Path | None, out: Path) -> Section:
+    title = "Perturbations (ImageNet-P style)"
+    blocks: list = []
     if perturbations.empty:
-        return Section("Perturbations (ImageNet-P style)", ["The stores hold no perturbation results."])
-    return Section("Perturbations (ImageNet-P style)", [
-        "FR and T5D ratios are normalised by the baseline named in the rows' settings (`baseline`); fp and t5d are "
-        "the raw flip probability and top-5 distance.",
-        Table("perturbations", perturbations, "Per perturbation and difficulty (top-1 in %).")])
+        blocks.append("The stores hold no perturbation results.")
+    else:
+        blocks += ["FR and T5D ratios are normalised by the baseline named in the rows' settings (`baseline`); fp and "
+                   "t5d are the raw flip probability and top-5 distance.",
+                   Table("perturbations", perturbations, "Per perturbation and difficulty (top-1 in %).")]
+    if "frames" in shown:
+        figures.perturbation_frames(shown["frames"], shown["perturbations"], shown["frame_index"], out / "figures")
+        blocks.append(Figure(out / "figures" / "perturbation_frames",
+                             f"One image's frames per perturbation (t = frame index), {_source(shown, path)}."))
+    return Section(title, blocks)
 
 
 def _ablation_section(ablation: pd.DataFrame, long: pd.DataFrame, store: Store) -> Section:
@@ -154,25 +163,47 @@ def _ablation_section(ablation: pd.DataFrame, long: pd.DataFrame, store: Store) 
     return Section("Ablation", [text, Table("ablation", ablation, "Runs side by side (values in %).")])
 
 
-def _examples_section(store: Store, examples: str | Path | None, out: Path) -> Section:
-    candidates = [Path(examples)] if examples else [p.parent / EXAMPLES_FILE for p in store.sources]
-    path = next((p for p in candidates if p.is_file()), None)
+def _examples_section(shown: dict, path: Path | None, out: Path) -> Section:
+    title = "Example corrupted images"
     if path is None:
-        return Section("Example corrupted images", [
-            f"Skipped: no image array file given (--examples, or {EXAMPLES_FILE} beside a store)."])
-    images, titles = _read_examples(path)
-    figures.example_strip(images, titles, out / "figures")
-    return Section("Example corrupted images", [Figure(out / "figures" / "example_corruptions", f"From {path}.")])
+        return Section(title, [f"Skipped: no image array file given (--examples, or {EXAMPLES_FILE} beside a store)."])
+    if "images" not in shown:
+        return Section(title, [f"{path} holds no corrupted images (`images`): the corruption suite was not run."])
+    figures.example_strip(shown["images"], shown["titles"], out / "figures")
+    return Section(title, [Figure(out / "figures" / "example_corruptions",
+                                  f"The severity in each title; {_source(shown, path)}.")])
 
 
-def _read_examples(path: Path) -> tuple[np.ndarray, list[str]]:
+def _find_examples(store: Store, examples: str | Path | None) -> Path | None:
+    """--examples when given (it must exist), else the first examples.npz beside a store."""
+    if examples:
+        if not Path(examples).is_file():
+            raise FileNotFoundError(f"--examples file not found: {examples}")
+        return Path(examples)
+    return next((p for p in (s.parent / EXAMPLES_FILE for s in store.sources) if p.is_file()), None)
+
+
+def _read_examples(path: Path) -> dict:
+    """The arrays of an examples file (docs/contracts.md): images + titles, frames + frame_index + perturbations."""
     if path.suffix == ".npy":
-        images = np.load(path)
-        return images, [f"example {i}" for i in range(len(images))]
-    with np.load(path) as data:
-        images = data["images"]
-        titles = [str(t) for t in data["titles"]] if "titles" in data else [f"example {i}" for i in range(len(images))]
-    return images, titles
+        images = np.load(path, allow_pickle=False)
+        return {"images": images, "titles": [f"example {i}" for i in range(len(images))]}
+    with np.load(path, allow_pickle=False) as data:
+        shown = {key: data[key] for key in data.files}
+    if "images" in shown:
+        titles = shown.get("titles", [f"example {i}" for i in range(len(shown["images"]))])
+        shown["titles"] = [str(t) for t in titles]
+    if "frames" in shown:
+        frames = shown["frames"]
+        names = shown.get("perturbations", [f"perturbation {i}" for i in range(len(frames))])
+        shown["perturbations"] = [str(n) for n in names]
+        shown.setdefault("frame_index", np.tile(np.arange(frames.shape[1]), (len(frames), 1)))
+    return shown
+
+
+def _source(shown: dict, path: Path | None) -> str:
+    where = f"from {path}" if path is not None else ""
+    return f"{where}: {shown['source']}" if "source" in shown else where
 
 
 def _settings_section(store: Store) -> Section:

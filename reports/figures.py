@@ -139,10 +139,29 @@ def example_strip(images: np.ndarray, titles: list[str], out: Path) -> list[Path
     for ax in axes.flat[len(images):]:
         ax.set_visible(False)
     for ax, image, title in zip(axes.flat, images, titles):
-        ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+        ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255,
+                      interpolation="none")
         ax.set_title("\n".join(textwrap.wrap(title.replace("_", " "), 14)), fontsize=7)
         ax.axis("off")
     return _save(fig, out / "example_corruptions")
+
+
+def perturbation_frames(frames: np.ndarray, perturbations: list[str], frame_index: np.ndarray, out: Path) -> list[Path]:
+    """One image's frames per perturbation: a row per perturbation (uint8 [P, F, C, H, W]), frame t above each."""
+    rows, columns = frames.shape[:2]
+    fig, axes = plt.subplots(rows, columns, figsize=(0.95 * columns + 1.4, 1.05 * rows + 0.3), layout="constrained",
+                             squeeze=False)
+    for r, (name, row) in enumerate(zip(perturbations, frames)):
+        for c, (ax, image) in enumerate(zip(axes[r], _as_hwc(row))):
+            ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255,
+                      interpolation="none")
+            ax.set_title(f"t = {int(frame_index[r][c])}", fontsize=6, pad=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        axes[r][0].set_ylabel(name.replace("_", " "), rotation=0, ha="right", va="center", fontsize=8)
+    return _save(fig, out / "perturbation_frames")
 
 
 def _errorbar(ax: plt.Axes, x: object, rows: pd.DataFrame, colour: tuple, label: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,7 +12,9 @@ from torch import nn
 import eval
 import eval.corruptions
 from eval.cli import main
-from eval.context import EvalContext
+from eval.context import EvalContext, EvalOptions
+from eval.corruptions.perturbations import generate_sequences
+from eval.examples import write_examples
 from eval.datasets import clean_test_set, corrupted_set
 from eval.store import ResultStore
 from eval.suites import resolve_suites
@@ -127,8 +130,32 @@ def test_cli_scores_every_generation_against_gen0(quick_run, tmp_path, capsys):
                           .fetchone()[0])
     assert settings["baseline"] == "quick/gen0" and settings["backend"] == "torch"
     assert "quick/gen1 | clean top-1" in capsys.readouterr().out
+    with np.load(out / "examples.npz", allow_pickle=False) as shown:  # the report's strip: the first clean image
+        assert set(shown.files) == {"images", "titles", "source"}  # no perturbation suite, so no frames
+        assert shown["images"].shape == (20, 3, 32, 32) and list(shown["titles"][:2]) == ["clean", "gaussian_noise s3"]
+        clean = clean_test_set(json.loads((quick_run / "gen0" / "meta.json").read_text()), limit=16)
+        corrupted = corrupted_set(clean, "gaussian_noise", 3, cache_dir=tmp_path / "cache", progress=False)
+        assert np.array_equal(shown["images"][0], clean.images[0].numpy())
+        assert np.array_equal(shown["images"][1], corrupted.images[0].numpy())  # what the models were scored on
     assert main(["--checkpoint", str(tmp_path / "nowhere"), "--out", str(out), "--no-progress"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_examples_hold_one_image_frames_per_perturbation(quick_run, tmp_path):
+    from nst_core import load_model
+
+    model, meta = load_model(quick_run / "gen0")
+    ctx = EvalContext(model, meta, options=EvalOptions(limit=16, perturbations=["rotate", "translate", "shot_noise"]))
+    assert write_examples(tmp_path, ctx, ["clean", "adversarial"]) is None  # nothing to show
+    path = write_examples(tmp_path, ctx, ["perturbation"])
+    with np.load(path, allow_pickle=False) as shown:
+        assert "images" not in shown.files and list(shown["perturbations"]) == ["rotate", "translate", "shot_noise"]
+        assert shown["frames"].shape == (3, 8, 3, 32, 32) and shown["frame_index"][1].tolist()[-1] == 40
+        clean = ctx.clean_set()
+        rotate = generate_sequences(clean.images[:1], "rotate", clean.indices[:1].tolist())[0]
+        assert np.array_equal(shown["frames"][0], rotate[shown["frame_index"][0]].numpy())
+    before = path.stat().st_mtime_ns
+    assert write_examples(tmp_path, ctx, ["perturbation"]) == path and path.stat().st_mtime_ns == before  # kept
 
 
 def test_limit_is_a_fixed_seeded_sorted_subset():

@@ -5,10 +5,10 @@ import torch
 
 from eval.corruptions.perturbations import (
     cached_sequences,
+    example_frames,
     frame_parameters,
     generate_sequences,
     num_frames,
-    sequence_strip,
 )
 from eval.metrics.perturbation import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, EXTRA_PERTURBATIONS
 
@@ -103,12 +103,15 @@ def test_cache_roundtrip(tmp_path, images):
     assert len(list(tmp_path.rglob("*.npy"))) == 2
 
 
-def test_sequence_strip(images):
-    grid = sequence_strip(images[0], perturbations=["rotate", "gaussian_noise"], columns=4, gap=2)
-    assert grid.dtype == np.uint8 and grid.shape == (2 * 34 - 2, 4 * 34 - 2, 3)
-    assert np.array_equal(grid[34:66, :32], images[0].permute(1, 2, 0).numpy())  # noise row starts clean
-    gray = sequence_strip(images[0, :1], perturbations=["brightness"], columns=3)
-    assert gray.shape == (32, 3 * 34 - 2, 3)
+def test_example_frames_pick_evenly_spaced_frames_of_each_sequence(images):
+    frames, index = example_frames(images[0], perturbations=["rotate", "translate", "gaussian_noise"], columns=4)
+    assert frames.dtype == torch.uint8 and frames.shape == (3, 4, 3, 32, 32)
+    assert index == [[0, 10, 20, 30], [0, 13, 27, 40], [0, 10, 20, 30]]  # translate has 41 frames
+    rotate = generate_sequences(images[:1], "rotate", [0])[0]
+    assert torch.equal(frames[0], rotate[[0, 10, 20, 30]])
+    assert torch.equal(frames[2, 0], images[0])  # a noise sequence starts with the clean image
+    gray, _ = example_frames(images[0, :1], perturbations=["brightness"], columns=3)
+    assert gray.shape == (1, 3, 1, 32, 32)
 
 
 def test_damaged_cache_file_is_regenerated(tmp_path, images):

@@ -156,7 +156,10 @@ def report(stores: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict
     out = tmp_path_factory.mktemp("report")
     examples = out.parent / "examples.npz"
     images = (np.arange(4 * 28 * 28).reshape(4, 1, 28, 28) % 256).astype(np.uint8)
-    np.savez(examples, images=images, titles=np.array(["clean", "gaussian_noise s3", "snow s3", "contrast s5"]))
+    frames = (np.arange(2 * 3 * 28 * 28).reshape(2, 3, 1, 28, 28) % 251).astype(np.uint8)
+    np.savez(examples, images=images, titles=np.array(["clean", "gaussian_noise s3", "snow s3", "contrast s5"]),
+             frames=frames, frame_index=np.array([[0, 15, 30], [0, 20, 40]]),
+             perturbations=np.array(["rotate", "translate"]), source=np.array("fmnist test image 7"))
     return reports.build(stores, out, baseline=BASELINE, examples=examples)
 
 
@@ -255,7 +258,7 @@ def test_report_files_and_figures_are_written(report: dict[str, Path]) -> None:
                  "tables/corruption_errors.tex", "tables/perturbations.csv"):
         assert report[name].stat().st_size > 0, name
     for stem in ("ce_per_corruption", "error_vs_severity", "robust_accuracy_vs_eps", "metrics_vs_generation",
-                 "example_corruptions"):
+                 "example_corruptions", "perturbation_frames"):
         for suffix in (".png", ".svg"):
             assert report[f"figures/{stem}{suffix}"].stat().st_size > 1000, stem
     headline = pd.read_csv(report["tables/headline.csv"]).set_index("model")
@@ -267,7 +270,7 @@ def test_html_is_self_contained(report: dict[str, Path]) -> None:
     text = report["report.html"].read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.IGNORECASE)
     assert re.search(r"<link|<script", text) is None
-    assert text.count("data:image/svg+xml;base64,") == 5
+    assert text.count("data:image/svg+xml;base64,") == 6
     assert "McNemar" in text and "Clopper-Pearson" in text and "student.dropout" in text
 
 
@@ -276,6 +279,9 @@ def test_markdown_names_baseline_and_settings(report: dict[str, Path]) -> None:
     assert f"CE normalisation baseline: {BASELINE} (for fmnist/gen0, fmnist/gen1," in text
     assert "torchattacks" in text and "3.5.1" in text
     assert "![" in text and "figures/ce_per_corruption.png" in text
+    perturbations = text.index("Perturbations (ImageNet-P style)")
+    assert perturbations < text.index("figures/perturbation_frames.png") < text.index("Ablation", perturbations)
+    assert "fmnist test image 7" in text
 
 
 def test_cli_on_a_store_without_per_image_degrades(stores: list[Path], tmp_path: Path,

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +39,7 @@ import torchvision.transforms.functional as TF
 
 from eval.corruptions.catalog import image_seed
 from eval.metrics.perturbation import ALL_PERTURBATIONS, is_noise_perturbation
+from nst_core.checkpoint import write_array
 
 REFERENCE_SIZE = 224
 GENERATOR_VERSION = 1  # bump when any sequence changes, so cached sequences are not reused
@@ -351,33 +350,21 @@ def cached_sequences(images: torch.Tensor, perturbation: str, keys: Sequence[int
         except (ValueError, OSError):
             pass  # a damaged cache file is regenerated and replaced
     frames = generate_sequences(images, perturbation, keys, seed, difficulty)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, frames.numpy(), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_array(path, frames.numpy())
     return frames
 
 
-def sequence_strip(image: torch.Tensor, perturbations: Sequence[str] = ALL_PERTURBATIONS, columns: int = 8,
-                   key: int = 0, seed: int = 0, gap: int = 2) -> np.ndarray:
-    """uint8 RGB grid [rows * (H + gap) - gap, columns * (W + gap) - gap, 3] of one uint8 [C, H, W] image.
+def example_frames(image: torch.Tensor, perturbations: Sequence[str] = ALL_PERTURBATIONS, columns: int = 8,
+                   key: int = 0, seed: int = 0) -> tuple[torch.Tensor, list[list[int]]]:
+    """`columns` frames, evenly spaced from first to last, of each perturbation's sequence of one uint8 [C, H, W] image.
 
-    One row per perturbation (in the order given), `columns` frames evenly spaced from first to last; white gaps.
+    Returns uint8 [P, columns, C, H, W] (perturbations in the order given) and each row's frame indices; the
+    report draws them as one image's strip per perturbation.
     """
-    c, h, w = image.shape
-    rows = []
+    rows, indices = [], []
     for perturbation in perturbations:
         frames = generate_sequences(image[None], perturbation, [key], seed)[0]  # [T, C, H, W]
         picks = np.linspace(0, frames.shape[0] - 1, columns).round().astype(int)
         rows.append(frames[picks])
-    grid = np.full((len(rows) * (h + gap) - gap, columns * (w + gap) - gap, 3), 255, dtype=np.uint8)
-    for r, frames in enumerate(rows):
-        for col, frame in enumerate(frames):
-            tile = frame.permute(1, 2, 0).numpy()
-            grid[r * (h + gap):r * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = tile  # C=1 broadcasts
-    return grid
+        indices.append([int(i) for i in picks])
+    return torch.stack(rows), indices
