@@ -134,7 +134,8 @@ def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: 
     if train.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model.model, train, plan.steps, epochs, param_group_fn=param_group_fn)
-    ema = ModelEmaV3(model.model, decay=train.ema_decay) if train.ema_decay else None
+    ema = (ModelEmaV3(model.model, decay=train.ema_decay, use_warmup=True)  # warm-up: short runs forget the init
+           if train.ema_decay else None)
     labeled_loss, unlabeled_loss = losses or (SoftTargetCrossEntropy(), SoftTargetCrossEntropy())
     weight = train.unlabeled_weight if train.unlabeled_weight is not None else float(train.unlabel_ratio)
 

@@ -67,3 +67,29 @@ def test_no_model_noise_is_deterministic_in_train_mode():
 def test_label_smoothing():
     t = smooth_one_hot(torch.tensor([1]), 4, 0.1)
     assert torch.allclose(t, torch.tensor([[0.025, 0.925, 0.025, 0.025]]))
+
+
+def test_ema_warms_up_so_a_short_run_does_not_keep_the_random_init(tmp_path):
+    """timm's EMA warm-up: the decay grows from 0, so after 20 steps at decay 0.9999 the EMA weights sit near the
+    trained weights, not near the first step's (as a fixed 0.9999 would leave them)."""
+    from pathlib import Path
+
+    from nst_core import load_config
+    from nst_core.data import ImageSet
+    from nst_core.models import NormalizedClassifier
+    from nst_core.train import TrainSet, train_generation
+
+    n = 20 * 16
+    images = ImageSet(torch.arange(n) % 10, 10, "toy", images=IMAGE.expand(n, -1, -1, -1).clone())
+    labeled = TrainSet(images, torch.arange(n), smooth_one_hot(images.labels, 10, 0.0))
+    config = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
+    weights = {}
+    for ema in (None, 0.9999):
+        cfg = load_config(config, {"train.ema_decay": ema, "train.batch_size": 16, "noise.randaugment": False})
+        torch.manual_seed(0)
+        model = NormalizedClassifier(create_model(ModelSpec("test_efficientnet", {}), 10, 3), [0.5] * 3, [0.5] * 3)
+        initial = model.model.conv_stem.weight.detach().clone()
+        train_generation(model, labeled, None, cfg, 0, 1, tmp_path / f"state{ema}", torch.device("cpu"), False)
+        weights[ema] = model.model.conv_stem.weight.detach()
+    trained, averaged = weights[None], weights[0.9999]
+    assert (averaged - trained).norm() < 0.5 * (initial - trained).norm()
