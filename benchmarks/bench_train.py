@@ -6,6 +6,8 @@ Training: `nst_core.train.train_generation` (DataLoader over the pseudo-labeled 
 per-epoch atomic state save) against a plain loop of forward / cross-entropy / backward / step over the same
 labeled + unlabeled batches, the input noise off in both (RandAugment costs the same in either). Pseudo-labeling:
 `nst_core.pseudo.predict_probs` against bare `model(x)` under inference_mode. Goal: both ratios >= 0.9.
+Memory format: the engine with `train.channels_last` against the default (contiguous) layout, same batches; the
+ratio is the speed-up the demo config takes.
 """
 from __future__ import annotations
 
@@ -32,28 +34,42 @@ def make_model(seed: int = 0) -> NormalizedClassifier:
     return NormalizedClassifier(create_model(SPEC, 10, 3, 0.2, 0.2), [0.5] * 3, [0.25] * 3)
 
 
-def bench_training(steps: int, batch: int, ratio: int) -> tuple[float, float]:
-    """Images per second: engine, plain loop."""
+def training_sets(steps: int, batch: int, ratio: int) -> tuple[TrainSet, TrainSet, torch.Tensor, ImageSet]:
+    """Random labeled / unlabeled training sets for `steps` steps of `batch` + `batch * ratio` images."""
     n_lab, n_unl = batch * steps, batch * ratio * steps
     gen = torch.Generator().manual_seed(0)
     images = ImageSet(torch.randint(0, 10, (n_lab + n_unl,), generator=gen), 10, "bench",
                       images=torch.randint(0, 256, (n_lab + n_unl, 3, 32, 32), dtype=torch.uint8, generator=gen))
     targets = F.softmax(torch.randn(n_lab + n_unl, 10, generator=gen), 1)
-    cfg = config_from_dict({"name": "bench", "generations": 1, "models": [SPEC.arch],
-                            "train": {"batch_size": batch, "unlabel_ratio": ratio, "epochs": 1}})
     labeled = TrainSet(images, torch.arange(n_lab), targets[:n_lab])
     unlabeled = TrainSet(images, torch.arange(n_lab, n_lab + n_unl), targets[n_lab:])
-    total = steps * batch * (1 + ratio)
+    return labeled, unlabeled, targets, images
 
+
+def engine_speed(steps: int, batch: int, ratio: int, channels_last: bool = False) -> float:
+    """Images per second of `train_generation` over one epoch of `steps` steps."""
+    labeled, unlabeled, _, _ = training_sets(steps, batch, ratio)
+    cfg = config_from_dict({"name": "bench", "generations": 1, "models": [SPEC.arch],
+                            "train": {"batch_size": batch, "unlabel_ratio": ratio, "epochs": 1,
+                                      "channels_last": channels_last}})
     model = make_model()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         train_generation(model, labeled, unlabeled, cfg, 1, 1, Path(tmp) / "state", torch.device("cpu"), progress=False)
-        engine = total / (time.perf_counter() - start)
+        return steps * batch * (1 + ratio) / (time.perf_counter() - start)
+
+
+def bench_training(steps: int, batch: int, ratio: int) -> tuple[float, float]:
+    """Images per second: engine, plain loop."""
+    _, _, targets, images = training_sets(steps, batch, ratio)
+    n_lab, n_unl = batch * steps, batch * ratio * steps
+    total = steps * batch * (1 + ratio)
+    engine = engine_speed(steps, batch, ratio)
 
     model = make_model()
     model.train()
-    opt = torch.optim.AdamW(model.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    defaults = config_from_dict({"name": "bench", "generations": 1, "models": [SPEC.arch]}).train
+    opt = torch.optim.AdamW(model.model.parameters(), lr=defaults.lr, weight_decay=defaults.weight_decay)
     order_l, order_u = torch.randperm(n_lab), torch.randperm(n_unl) + n_lab
     start = time.perf_counter()
     for step in range(steps):
@@ -102,7 +118,10 @@ def main() -> None:
     train = median_by_ratio([bench_training(args.steps, args.batch, args.ratio) for _ in range(args.repeats)])
     pseudo = median_by_ratio([bench_pseudo(args.pseudo_images, 512) for _ in range(args.repeats)])
     print(f"training     : engine {train[0]:8.0f} img/s  plain loop {train[1]:8.0f} img/s  ratio {train[0] / train[1]:.3f} (goal >= 0.9)")
+    layout = median_by_ratio([(engine_speed(args.steps, args.batch, args.ratio, channels_last=True),
+                               engine_speed(args.steps, args.batch, args.ratio)) for _ in range(args.repeats)])
     print(f"pseudo-label : engine {pseudo[0]:8.0f} img/s  bare model {pseudo[1]:8.0f} img/s  ratio {pseudo[0] / pseudo[1]:.3f} (goal >= 0.9)")
+    print(f"channels-last: engine {layout[0]:8.0f} img/s  contiguous {layout[1]:8.0f} img/s  speed-up {layout[0] / layout[1]:.3f}")
 
 
 if __name__ == "__main__":
