@@ -1,4 +1,5 @@
-"""Benchmark vocabulary the report needs: ImageNet-C corruption order and families (Hendrycks & Dietterich 2019)."""
+"""Benchmark vocabulary the report needs: ImageNet-C corruption order and families, ImageNet-P perturbation order
+(Hendrycks & Dietterich 2019)."""
 
 COMMON = (
     "gaussian_noise", "shot_noise", "impulse_noise",
@@ -24,3 +25,16 @@ def corruption_sort_key(name: str) -> tuple[int, str]:
     """Sort key putting the common corruptions first in benchmark order, then the extras, then anything else."""
     order = COMMON + EXTRA
     return (order.index(name), "") if name in order else (len(order), name)
+
+
+PERTURBATIONS = (
+    "gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "spatter", "brightness",
+    "translate", "rotate", "tilt", "scale",
+    "speckle_noise", "gaussian_blur", "snow", "shear",
+)
+"""The 10 evaluated ImageNet-P perturbations (mFR and mT5D average over these), then the 4 extras."""
+
+
+def perturbation_sort_key(name: str) -> tuple[int, str]:
+    """Sort key putting perturbations in benchmark order, then anything else by name."""
+    return (PERTURBATIONS.index(name), "") if name in PERTURBATIONS else (len(PERTURBATIONS), name)

@@ -47,12 +47,29 @@ def load_stores(paths: list[str | Path]) -> Store:
     per_image_frames = [f[2] for f in frames if f[2] is not None]
     per_image = (_merge(per_image_frames, ["model", *CELL, "n"], [], "per_image", notes)
                  if per_image_frames else None)
+    results = with_difficulty(results)
+    per_image = None if per_image is None else with_difficulty(per_image)
     results["settings"] = results["settings"].map(_parse_json)
     models["meta"] = models["meta"].map(_parse_json)
     bits_index = ({} if per_image is None else
                   {(row["model"], cell_key(row), int(row["n"])): i for i, row in per_image.iterrows()})
     return Store(results, models, per_image, model_order(results, models), [Path(p) for p in paths], notes,
                  bits_index)
+
+
+def with_difficulty(frame: pd.DataFrame) -> pd.DataFrame:
+    """Perturbation rows get their ImageNet-P difficulty in `severity` (the report's difficulty column).
+
+    nst-eval leaves `severity` NULL there and names difficulty d > 1 in the dataset (`<dataset>-p-d2`).
+    """
+    rows = (frame["suite"] == "perturbation") & frame["severity"].isna()
+    if not rows.any():
+        return frame
+    difficulty = frame.loc[rows, "dataset"].str.extract(r"-d(\d+)$", expand=False).fillna("1").astype(int)
+    frame = frame.copy()
+    frame["severity"] = frame["severity"].astype(object)
+    frame.loc[rows, "severity"] = difficulty
+    return frame
 
 
 def model_order(results: pd.DataFrame, models: pd.DataFrame) -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from reports.corruptions import corruption_sort_key
+from reports.corruptions import corruption_sort_key, perturbation_sort_key
 from reports.derived import DERIVED, derived_cis
 from reports.load import Store, cell_key, correctness, run_configs
 from reports.stats import accuracy_ci, mcnemar_exact
@@ -147,8 +147,9 @@ def perturbation_table(store: Store) -> pd.DataFrame:
         index=["model", "corruption", "difficulty"], columns="metric", values="value", aggfunc="first")
     table = table.reset_index().rename(columns={"corruption": "perturbation"})
     rank = {m: i for i, m in enumerate(store.order)}
-    return table.sort_values(["model", "perturbation", "difficulty"], key=lambda c: c.map(rank) if c.name == "model"
-                             else c, kind="stable").reset_index(drop=True).rename_axis(columns=None)
+    keys = {"model": lambda c: c.map(rank), "perturbation": lambda c: c.map(perturbation_sort_key)}
+    return table.sort_values(["model", "perturbation", "difficulty"], key=lambda c: keys.get(c.name, lambda x: x)(c),
+                             kind="stable").reset_index(drop=True).rename_axis(columns=None)
 
 
 def baseline_name(settings: dict) -> str:

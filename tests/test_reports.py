@@ -96,9 +96,10 @@ def write_store(path: Path, models: list[str], per_image: bool = True) -> Path:
         con.execute("INSERT INTO models VALUES (?,?,?,?,?,?)",
                     (model, f"sha-{model}", run, generation, f"runs/{model}", json.dumps(meta)))
 
-        def add(suite, corruption, severity, attack, eps, metric, value, n=N, extra=settings, correct=None):
+        def add(suite, corruption, severity, attack, eps, metric, value, n=N, extra=settings, correct=None,
+                dataset="fashion_mnist"):
             con.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (model, f"sha-{model}", run, generation, suite, "fashion_mnist", corruption, severity,
+                        (model, f"sha-{model}", run, generation, suite, dataset, corruption, severity,
                          attack, eps, metric, value, n, extra, "2026-11-22T05:00:00"))
             if per_image and correct is not None:
                 con.execute("INSERT INTO per_image VALUES (?,?,?,?,?,?,?,?,?)",
@@ -120,10 +121,12 @@ def write_store(path: Path, models: list[str], per_image: bool = True) -> Path:
         for attack, eps in ATTACKS:
             top1 = attacked_top1(model, attack, eps)
             add("adversarial", None, None, attack, eps, "top1", float(top1), correct=top1)
-        if model in MFR:  # as nst-eval writes them: corruption = perturbation, severity = difficulty
+        if model in MFR:  # as nst-eval writes them: corruption = perturbation, severity NULL, difficulty 2 in the name
             for metric, value in (("fp", 0.05), ("fr", MFR[model]), ("top1", 47.0)):
-                add("perturbation", "gaussian_noise", 1, None, None, metric, value)
-            add("perturbation", None, 1, None, None, "mfr", MFR[model])
+                add("perturbation", "gaussian_noise", None, None, None, metric, value, dataset="fashion_mnist-p")
+            add("perturbation", "gaussian_noise", None, None, None, "fp", 0.08, dataset="fashion_mnist-p-d2")
+            add("perturbation", "brightness", None, None, None, "fp", 0.01, dataset="fashion_mnist-p")
+            add("perturbation", None, None, None, None, "mfr", MFR[model], dataset="fashion_mnist-p")
     con.commit()
     con.close()
     return path
@@ -230,6 +233,9 @@ def test_corruption_table_has_errors_ce_and_named_baseline(loaded: Store) -> Non
 def test_perturbation_table_per_perturbation_and_difficulty(loaded: Store) -> None:
     table = tables.perturbation_table(loaded).set_index(["model", "perturbation", "difficulty"])
     assert table.loc[("fmnist/gen1", "gaussian_noise", 1), ["fp", "fr", "top1"]].to_list() == [0.05, 90.0, 47.0]
+    assert table.loc[("fmnist/gen1", "gaussian_noise", 2), "fp"] == 0.08  # difficulty read from "<dataset>-p-d2"
+    rows = list(table.loc["fmnist/gen1"].index)
+    assert rows == [("gaussian_noise", 1), ("gaussian_noise", 2), ("brightness", 1)]  # benchmark order, not a-z
     assert list(table.index.get_level_values("model").unique()) == list(MFR)
 
 
