@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from nst_core.checkpoint import clear_states, is_complete, save_checkpoint
+from nst_core import distributed
+from nst_core.checkpoint import clear_states, is_complete, read_meta, save_checkpoint
 from nst_core.config import RunConfig
 from nst_core.data import prepare_data
 from nst_core.models import NormalizedClassifier, load_model, versions
@@ -40,7 +41,8 @@ def run_fixres(cfg: RunConfig, model: NormalizedClassifier, meta: dict[str, Any]
     history = train_generation(tuned, labeled, None, stage_cfg, generation, fixres.epochs, gen_dir / "train_state",
                                device, progress, param_group_fn=param_group_fn(fixres.train_layers == "head"))
     test_top1 = evaluate_top1(tuned, data.test, cfg.pseudo.batch_size, device)
-    tqdm.write(f"gen{generation}: FixRes of gen{meta['generation']} at {fixres.size}px, test top-1 {test_top1:.2f} %")
+    if distributed.is_main():
+        tqdm.write(f"gen{generation}: FixRes of gen{meta['generation']} at {fixres.size}px, test top-1 {test_top1:.2f} %")
     kept = {k: v for k, v in meta.items() if k not in ("sha256", "source")}
     fixres_meta = {
         **kept, "name": f"{cfg.name}/gen{generation}", "run": cfg.name, "generation": generation,
@@ -48,6 +50,8 @@ def run_fixres(cfg: RunConfig, model: NormalizedClassifier, meta: dict[str, Any]
         "input_size": input_size, "stage": "fixres", "fixres": dataclasses.asdict(fixres), "history": history,
         "metrics": {"test_top1": test_top1, "test_n": len(data.test)}, "pseudo_labels": None, "versions": versions(),
     }
-    fixres_meta = save_checkpoint(gen_dir, tuned.model.state_dict(), fixres_meta)
-    clear_states(gen_dir)
-    return fixres_meta
+    if distributed.is_main():  # one writer, as for every generation; the other ranks read its meta.json
+        fixres_meta = save_checkpoint(gen_dir, tuned.model.state_dict(), fixres_meta)
+        clear_states(gen_dir)
+    distributed.barrier()
+    return fixres_meta if distributed.is_main() else read_meta(gen_dir)

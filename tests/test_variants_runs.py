@@ -102,6 +102,20 @@ def test_method_sweep_writes_sibling_runs_sharing_gen0(method_sweep):
     assert "kd_targets.safetensors" in {p.name for p in (runs["quick-kd"] / "gen1").iterdir()}
 
 
+def test_fixres_writes_from_rank_0_only(method_sweep, tmp_path, monkeypatch):
+    """Under torchrun only rank 0 writes the FixRes checkpoint; another rank reads rank 0's meta.json after the barrier."""
+    from nst_core import distributed
+    from nst_core.checkpoint import CheckpointError
+    from nst_core.fixres import run_fixres
+
+    cfg = load_config(QUICK, {**TINY, "fixres": {"size": 40, "epochs": 1}})
+    teacher, meta = load_model(method_sweep / "quick" / "gen0")
+    monkeypatch.setattr(distributed, "is_main", lambda: False)  # rank 1 of a run whose rank 0 has not written yet
+    with pytest.raises(CheckpointError, match="not a finished checkpoint"):
+        run_fixres(cfg, teacher.train(), meta, tmp_path / "gen1", torch.device("cpu"), progress=False)
+    assert not (tmp_path / "gen1" / "model.safetensors").exists() and not (tmp_path / "gen1" / "meta.json").exists()
+
+
 def test_fixres_stage_changes_the_input_size(method_sweep, tmp_path):
     cfg = load_config(QUICK, {**TINY, "generations": 1, "init.teacher": str(method_sweep / "quick" / "gen0"),
                               "fixres": {"size": 40, "epochs": 1}})
