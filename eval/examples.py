@@ -2,7 +2,8 @@
 
 `write_examples` saves `<out>/examples.npz` (the contract in docs/contracts.md), which `nst-report` draws as the
 strip of corrupted images and the strip of frames per perturbation. The images are made by the same generators,
-keys and seed as the evaluated sets, so they show exactly what the models saw for that image.
+keys and seed as the generated -C / -P sets, so they show what the models saw for that image (with official
+ImageNet-C / -P files, the same corruptions generated from the val image).
 """
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ def write_examples(out: str | os.PathLike, ctx: EvalContext, suites: Sequence[st
     """
     path = Path(out) / EXAMPLES_FILE
     wanted = {"corruption", "perturbation"} & set(suites)
-    if not wanted or (path.is_file() and not force):
-        return path if path.is_file() else None
+    if not wanted:
+        return None
+    if path.is_file() and not force:
+        return path
     try:
         clean = ctx.clean_set()
     except DatasetError as exc:

@@ -201,9 +201,8 @@ def _read_examples(path: Path) -> dict:
     return shown
 
 
-def _source(shown: dict, path: Path | None) -> str:
-    where = f"from {path}" if path is not None else ""
-    return f"{where}: {shown['source']}" if "source" in shown else where
+def _source(shown: dict, path: Path) -> str:
+    return f"from {path}: {shown['source']}" if "source" in shown else f"from {path}"
 
 
 def _settings_section(store: Store) -> Section:

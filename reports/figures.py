@@ -139,8 +139,7 @@ def example_strip(images: np.ndarray, titles: list[str], out: Path) -> list[Path
     for ax in axes.flat[len(images):]:
         ax.set_visible(False)
     for ax, image, title in zip(axes.flat, images, titles):
-        ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255,
-                      interpolation="none")
+        _show(ax, image)
         ax.set_title("\n".join(textwrap.wrap(title.replace("_", " "), 14)), fontsize=7)
         ax.axis("off")
     return _save(fig, out / "example_corruptions")
@@ -153,8 +152,7 @@ def perturbation_frames(frames: np.ndarray, perturbations: list[str], frame_inde
                              squeeze=False)
     for r, (name, row) in enumerate(zip(perturbations, frames)):
         for c, (ax, image) in enumerate(zip(axes[r], _as_hwc(row))):
-            ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255,
-                      interpolation="none")
+            _show(ax, image)
             ax.set_title(f"t = {int(frame_index[r][c])}", fontsize=6, pad=2)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -162,6 +160,11 @@ def perturbation_frames(frames: np.ndarray, perturbations: list[str], frame_inde
                 spine.set_visible(False)
         axes[r][0].set_ylabel(name.replace("_", " "), rotation=0, ha="right", va="center", fontsize=8)
     return _save(fig, out / "perturbation_frames")
+
+
+def _show(ax: plt.Axes, image: np.ndarray) -> None:
+    """A uint8 [H, W, C] image at its own pixels (no resampling, so the SVG embeds the original image)."""
+    ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255, interpolation="none")
 
 
 def _errorbar(ax: plt.Axes, x: object, rows: pd.DataFrame, colour: tuple, label: str) -> None:

@@ -48,7 +48,6 @@ def load_stores(paths: list[str | Path]) -> Store:
     per_image = (_merge(per_image_frames, ["model", *CELL, "n"], [], "per_image", notes)
                  if per_image_frames else None)
     results = with_difficulty(results)
-    per_image = None if per_image is None else with_difficulty(per_image)
     results["settings"] = results["settings"].map(_parse_json)
     models["meta"] = models["meta"].map(_parse_json)
     bits_index = ({} if per_image is None else
@@ -63,13 +62,8 @@ def with_difficulty(frame: pd.DataFrame) -> pd.DataFrame:
     nst-eval leaves `severity` NULL there and names difficulty d > 1 in the dataset (`<dataset>-p-d2`).
     """
     rows = (frame["suite"] == "perturbation") & frame["severity"].isna()
-    if not rows.any():
-        return frame
-    difficulty = frame.loc[rows, "dataset"].str.extract(r"-d(\d+)$", expand=False).fillna("1").astype(int)
-    frame = frame.copy()
-    frame["severity"] = frame["severity"].astype(object)
-    frame.loc[rows, "severity"] = difficulty
-    return frame
+    difficulty = frame["dataset"].str.extract(r"-d(\d+)$", expand=False).fillna("1").astype(int)
+    return frame.assign(severity=frame["severity"].mask(rows, difficulty))
 
 
 def model_order(results: pd.DataFrame, models: pd.DataFrame) -> list[str]:

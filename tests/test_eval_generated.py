@@ -14,8 +14,8 @@ import eval.corruptions
 from eval.cli import main
 from eval.context import EvalContext, EvalOptions
 from eval.corruptions.perturbations import generate_sequences
-from eval.examples import write_examples
 from eval.datasets import clean_test_set, corrupted_set
+from eval.examples import write_examples
 from eval.store import ResultStore
 from eval.suites import resolve_suites
 
