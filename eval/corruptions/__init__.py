@@ -16,8 +16,9 @@ import torch
 from .catalog import ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, check_corruption, image_seed
 
 BACKENDS: tuple[str, ...] = ("torch", "imagecorruptions")
+ENGINE_VERSION = "1"  # bump whenever generated images change: it is part of cache keys and of every cell's identity
 
-__all__ = ["ALL_CORRUPTIONS", "BACKENDS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "corrupt", "image_seed"]
+__all__ = ["ALL_CORRUPTIONS", "BACKENDS", "ENGINE_VERSION", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "corrupt", "image_seed"]
 
 
 def corrupt(images: torch.Tensor, corruption: str, severity: int, keys: Sequence[int], seed: int = 0,
