@@ -4,30 +4,47 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
+TEMP_SUFFIX = ".tmp"
+STATE_FORMAT = "nst-train-state/2"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete or corrupt; the message names the file."""
 
 
+class StateMismatch(CheckpointError):
+    """A training state that must not be resumed from (corrupt, another training's, or of the old format)."""
+
+
 def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)` then rename over `path`, so readers see the old file or the new, never half."""
+    """Call `write(tmp_path)` then rename over `path`, so readers see the old file or the new, never half.
+
+    The temporary file `.<name>.<random>.tmp` sits beside `path` (`remove_temp_files` deletes those a kill left
+    behind); it gets the mode a plain `open()` would give (0666 less the umask, not mkstemp's 0600), is fsynced
+    before the rename, and the folder is fsynced after it, so the rename itself survives a power cut.
+    Raises OSError (read-only folder, full disk) with nothing left behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         write(Path(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
@@ -35,6 +52,45 @@ def atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def remove_temp_files(root: Path) -> list[Path]:
+    """Delete the temporary files (`.<name>.<random>.tmp`) that killed writers left under `root`; returns them."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.rglob(f".*{TEMP_SUFFIX}") if p.is_file() and p.name.count(".") >= 3]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    """fsync a folder so a rename in it is durable (skipped where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_array(path: Path, array: np.ndarray) -> None:
@@ -63,7 +119,19 @@ def write_json(path: Path, obj: Any) -> None:
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Atomically write a safetensors file (tensors made contiguous and unshared)."""
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata))
+    atomic_write(path, lambda tmp: _save_file(plain, tmp, metadata))
+
+
+def _save_file(tensors: dict[str, torch.Tensor], tmp: Path, metadata: dict[str, str] | None) -> None:
+    """safetensors' save_file, its I/O failures (full disk, quota) raised as OSError with errno and file name."""
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+    except SafetensorError as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(tmp)) from exc
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -126,28 +194,96 @@ def is_complete(directory: Path) -> bool:
     return weights.is_file() and sha256_file(weights) == meta.get("sha256")
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Save nested training state (model, optimizer, scheduler...): tensors to safetensors, the rest to JSON."""
+def save_state(path: Path, state: dict[str, Any], fingerprint: dict[str, Any] | None = None) -> None:
+    """Save nested training state (model, optimizer, scheduler...) as ONE safetensors file, `<path>.safetensors`.
+
+    Tensors are the file's tensors; the rest (epoch, history, optimizer hyper-parameters) is JSON in its header,
+    with a SHA-256 over every tensor's bytes and the caller's `fingerprint` (what the state belongs to). One file
+    renamed once: a kill at any instant leaves the previous epoch's state or the new one, never a mix.
+    """
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, "", tensors)
-    write_tensors(Path(path).with_suffix(".safetensors"), tensors)
-    write_json(Path(path).with_suffix(".json"), skeleton)  # written last: marks the state complete
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    metadata = {"format": STATE_FORMAT, "skeleton": json.dumps(skeleton), "tensors_sha256": _tensors_digest(plain),
+                "fingerprint": json.dumps(fingerprint or {}, sort_keys=True)}
+    atomic_write(_state_file(path), lambda tmp: _save_file(plain, tmp, metadata))
 
 
-def load_state(path: Path) -> dict[str, Any] | None:
-    """The state saved by `save_state`, or None when there is none (or it is incomplete)."""
-    path = Path(path)
-    skeleton_path, tensor_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
-    if not skeleton_path.is_file() or not tensor_path.is_file():
+def load_state(path: Path, fingerprint: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The state saved by `save_state`, or None when there is none.
+
+    A state that cannot be trusted (unreadable, tensors not matching their SHA-256, another `fingerprint`, or the
+    old two-file format whose halves may come from different epochs) raises StateMismatch naming the file; it is
+    never used (callers discard it and start the generation again, which gives the same result).
+    """
+    path = _state_file(path)
+    legacy = path.with_suffix(".json")
+    if legacy.is_file():
+        raise StateMismatch(f"{legacy} is a training state of the old two-file format, which a kill can leave "
+                            "half-updated")
+    if not path.is_file():
         return None
-    return _unflatten(json.loads(skeleton_path.read_text()), read_tensors(tensor_path))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise StateMismatch(f"{path} is not a readable training state ({exc})") from exc
+    if metadata.get("format") != STATE_FORMAT:
+        raise StateMismatch(f"{path} is not a training state of format {STATE_FORMAT}")
+    if metadata.get("tensors_sha256") != _tensors_digest(tensors):
+        raise StateMismatch(f"{path}: its tensors do not match their SHA-256 (the file is corrupt)")
+    stored = json.loads(metadata.get("fingerprint", "{}"))
+    wanted = json.loads(json.dumps(fingerprint or {}, sort_keys=True))
+    if stored != wanted:
+        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        raise StateMismatch(f"{path} belongs to another training ({', '.join(diff)} differ)")
+    return _unflatten(json.loads(metadata["skeleton"]), tensors)
+
+
+def resume_state(path: Path, fingerprint: dict[str, Any] | None = None, log: Any = None) -> dict[str, Any] | None:
+    """`load_state`, but a state that cannot be trusted is deleted (with a message to `log`) and None returned."""
+    try:
+        return load_state(path, fingerprint)
+    except StateMismatch as exc:
+        (log or _stderr)(f"{exc}; it is not used: deleted, the training starts again from its first epoch")
+        discard_state(path)
+        return None
+
+
+def discard_state(path: Path) -> None:
+    """Delete a training state (this format's file and the old format's pair)."""
+    path = _state_file(path)
+    for stale in (path, path.with_suffix(".json")):
+        stale.unlink(missing_ok=True)
 
 
 def clear_states(directory: Path) -> None:
-    """Delete every training state (`*_state.json` / `*_state.safetensors`) in a finished checkpoint's folder."""
+    """Delete every training state (`*_state.safetensors`, old-format `*_state.json`) in a finished checkpoint's
+    folder, and the temporary files a killed writer left there."""
     for path in Path(directory).glob("*_state.*"):
         if path.suffix in (".json", ".safetensors"):
             path.unlink(missing_ok=True)
+    remove_temp_files(directory)
+
+
+def _state_file(path: Path) -> Path:
+    return Path(path).with_suffix(".safetensors")
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
