@@ -1,10 +1,19 @@
 """ImageNet-C corruptions for uint8 NCHW tensors: the imagecorruptions reference and a batched torch engine.
 
-``corrupt(images, corruption, severity, keys, seed, backend)`` is the entry point; each image's randomness is a
-function of (seed, corruption, severity, key) only, so results do not depend on batch size, order or process.
-Backends: "torch" (``torch_engine``: batched, CPU or CUDA, same random draws as the reference; the default) and
-"imagecorruptions" (``reference``: the original NumPy code, one image at a time, made to run on current releases).
+``corrupt(images, corruption, severity, keys, seed, backend, preset=None, rng=None)`` is the entry point; each
+image's randomness is a function of (seed, corruption, severity, key) only, so results do not depend on batch size,
+order or process. Backends: "torch" (``torch_engine``: batched, CPU or CUDA; the default) and "imagecorruptions"
+(``reference``: the original NumPy code, one image at a time, made to run on current releases; imagenet-c strengths
+and reference draws only).
+
+Presets (``presets``): "imagenet-c" (imagecorruptions' tables), "cifar-10-c" and "tiny-imagenet-c" (Hendrycks'
+32- and 64-px tables); None picks ``default_preset(H, W)``. Random-number modes (``draws``): "reference" (the
+reference's NumPy draws, bit-identical images) and "device" (per-image torch generators on the images' device,
+statistically equivalent); None = "device" on CUDA tensors, "reference" otherwise.
 Gray [N, 1, H, W] images are replicated to RGB, corrupted, and the rounded channel mean is returned.
+
+``ENGINE_VERSION`` changes whenever any output image changes; put it, the preset and ``draws.rng_tag(rng, device)``
+into cache keys and cell identities.
 """
 
 from __future__ import annotations
@@ -14,23 +23,56 @@ from typing import Sequence
 import torch
 
 from .catalog import ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, check_corruption, image_seed
+from .draws import RNG_MODES, check_rng, rng_tag
+from .presets import PRESETS, check_preset, default_preset
+
+# History: "1" the batched engine of issue 6 (imagenet-c tables only, NumPy draws);
+# "2" presets, device random numbers, pixelate in Pillow's exact integer arithmetic (issue 13).
+ENGINE_VERSION = "2"
 
 BACKENDS: tuple[str, ...] = ("torch", "imagecorruptions")
-ENGINE_VERSION = "1"  # bump whenever generated images change: it is part of cache keys and of every cell's identity
 
-__all__ = ["ALL_CORRUPTIONS", "BACKENDS", "ENGINE_VERSION", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "corrupt", "image_seed"]
+__all__ = ["ALL_CORRUPTIONS", "BACKENDS", "CORRUPTIONS", "ENGINE_VERSION", "EXTRA_CORRUPTIONS", "PRESETS",
+           "RNG_MODES", "SEVERITIES", "corrupt", "default_preset", "image_seed", "resolve_settings", "rng_tag"]
+
+
+def resolve_settings(images: torch.Tensor, backend: str = "torch", preset: str | None = None,
+                     rng: str | None = None) -> tuple[str, str]:
+    """The (preset, rng mode) ``corrupt`` would use for these images and arguments; ValueError for invalid ones.
+
+    torch backend: preset None = ``default_preset(H, W)``, rng None = 'device' on CUDA, 'reference' elsewhere.
+    imagecorruptions backend: only ('imagenet-c', 'reference') exist; None means those.
+    """
+    if backend == "imagecorruptions":
+        preset = "imagenet-c" if preset is None else preset
+        rng = "reference" if rng is None else rng
+        check_preset(preset)
+        check_rng(rng, images.device)
+        if (preset, rng) != ("imagenet-c", "reference"):
+            raise ValueError(f"the imagecorruptions backend computes only preset 'imagenet-c' with rng 'reference' "
+                             f"(got preset {preset!r}, rng {rng!r}); use backend 'torch' for other presets or modes")
+        return preset, rng
+    if backend == "torch":
+        preset = default_preset(images.shape[-2], images.shape[-1]) if preset is None else preset
+        check_preset(preset)
+        return preset, check_rng(rng, images.device)
+    raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
 
 
 def corrupt(images: torch.Tensor, corruption: str, severity: int, keys: Sequence[int], seed: int = 0,
-            backend: str = "torch") -> torch.Tensor:
-    """Corrupt uint8 [N, C, H, W] images (C = 1 or 3), one key per image; returns uint8 [N, C, H, W]."""
+            backend: str = "torch", preset: str | None = None, rng: str | None = None) -> torch.Tensor:
+    """Corrupt uint8 [N, C, H, W] images (C = 1 or 3), one key per image; returns uint8 [N, C, H, W] on their device.
+
+    ``preset``: "imagenet-c", "cifar-10-c", "tiny-imagenet-c" or None (``default_preset`` of H, W for the torch
+    backend). ``rng``: "reference", "device" or None ("device" on CUDA, "reference" otherwise). ValueError names
+    the bad argument and the valid values.
+    """
     check_corruption(corruption, severity)
+    preset, rng = resolve_settings(images, backend, preset, rng)
     if backend == "imagecorruptions":
         from .reference import corrupt_reference
 
         return corrupt_reference(images, corruption, severity, keys, seed)
-    if backend == "torch":
-        from .torch_engine import corrupt_torch
+    from .torch_engine import corrupt_torch
 
-        return corrupt_torch(images, corruption, severity, keys, seed)
-    raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    return corrupt_torch(images, corruption, severity, keys, seed, preset=preset, rng=rng)

@@ -153,3 +153,45 @@ def pil_nearest_index(in_size: int, out_size: int) -> np.ndarray:
     step = in_size / out_size
     coords = np.cumsum(np.concatenate([[step * 0.5], np.full(out_size - 1, step)]))
     return np.minimum(coords.astype(np.int64), in_size - 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _pil_box_plan(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first input, one past the last input, 22-bit fixed-point coefficient) per output of Pillow's BOX filter.
+
+    A BOX output is the plain mean of a contiguous run of inputs (``pil_box_weights``); Pillow's 8-bit path turns the
+    normalised weight 1/count into the integer int(2^22 / count + 0.5) (its normalize_coeffs_8bpc).
+    """
+    weights = pil_box_weights(in_size, out_size)
+    start, stop, coef = [], [], []
+    for row in weights:
+        taps = np.nonzero(row)[0]
+        if len(taps) == 0:
+            raise ValueError(f"Pillow BOX {in_size} -> {out_size}: an output has no inputs")
+        start.append(taps[0])
+        stop.append(taps[-1] + 1)
+        coef.append(int(1.0 / len(taps) * (1 << 22) + 0.5))
+    return np.asarray(start), np.asarray(stop), np.asarray(coef)
+
+
+def _pil_box_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
+    """One Pillow BOX pass along ``dim`` of int32 values 0..255, in Pillow's integer arithmetic (exact)."""
+    in_size = x.shape[dim]
+    if in_size == out_size:
+        return x
+    start, stop, coef = (torch.as_tensor(a, device=x.device) for a in _pil_box_plan(in_size, out_size))
+    zero = torch.zeros_like(x.narrow(dim, 0, 1))
+    sums = torch.cat([zero, x.cumsum(dim, dtype=torch.int32)], dim)
+    s = sums.index_select(dim, stop) - sums.index_select(dim, start)
+    shape = [1] * x.ndim
+    shape[dim] = out_size
+    out = (s * coef.to(torch.int32).view(shape) + (1 << 21)) >> 22
+    return out.clamp_(0, 255)
+
+
+def pil_box_resize(u8: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``Image.resize((width, height), Image.BOX)`` of uint8 images [..., H, W], bit-exact: horizontal pass first,
+    8-bit between passes, 22-bit fixed-point weights (Pillow's ImagingResample); uint8 [..., height, width]."""
+    x = _pil_box_axis(u8.to(torch.int32), width, u8.ndim - 1)
+    x = _pil_box_axis(x, height, u8.ndim - 2)
+    return x.to(torch.uint8)
