@@ -9,8 +9,9 @@ import pandas as pd
 
 from reports import figures, tables
 from reports.load import Store, load_stores
-from reports.render import Figure, Section, Table, write_html, write_markdown, write_tables
+from reports.render import Figure, Section, Table, name, write_html, write_markdown, write_tables
 from reports.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+from reports.summary import build_summary
 
 TITLE = "Robustness report"
 EXAMPLES_FILE = "examples.npz"
@@ -21,8 +22,10 @@ METHODS = (
     "every corruption cell; the baseline's error sums held fixed), given only when the per-image bits reproduce the "
     "stored value; otherwise n/a with the reason in tables/headline_long.csv. Changes against the baseline are "
     "differences of stored values; for accuracies measured on the same images the p-value is McNemar's exact test "
-    "(two-sided binomial test on the images that exactly one of the two models gets right). Derived metrics (mCE, "
-    "mFR, ...) get no paired test. No correction for multiple comparisons."
+    "(two-sided binomial test on the images that exactly one of the two models gets right). For mCE, relative mCE "
+    "and mean corruption accuracy the change gets a paired percentile bootstrap 95% CI (the same resampled images "
+    "for both models). mFR and mT5D get no interval and no test: nst-eval stores no per-sequence flips. No "
+    "correction for multiple comparisons."
 )
 
 
@@ -46,17 +49,22 @@ def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str 
     shown = _read_examples(example_path) if example_path is not None else {}
     colours = figures.model_colours(store.order, {m: r if isinstance(r, str) else None for m, r in runs.items()})
 
-    written = write_tables(_tables(long, corruptions, ce_wide, perturbations, ablation, store), out)
+    changes = tables.corruption_changes(store, baseline)
+    written = write_tables(_tables(long, corruptions, ce_wide, changes, perturbations, ablation, store), out)
     sections = [
         Section("Overview", _overview(store, baseline)),
         _headline_section(long, colours, out),
-        _corruption_section(long, corruptions, ce_wide, colours, out),
+        _training_section(store, colours, out),
+        _corruption_section(long, corruptions, ce_wide, changes, store.order, baseline, colours, out),
         _perturbation_section(perturbations, shown, example_path, out),
         _ablation_section(ablation, long, store),
         _examples_section(shown, example_path, out),
         _settings_section(store),
     ]
-    written += [write_markdown(TITLE, sections, out), write_html(TITLE, sections, out)]
+    summary = build_summary(long, baseline)
+    subtitle = (f"{len(store.order)} models from {len(store.sources)} results store(s); changes against "
+                f"{name(baseline)}.")
+    written += [write_markdown(TITLE, summary, sections, out), write_html(TITLE, subtitle, summary, sections, out)]
     written += [block.stem.with_suffix(suffix) for section in sections for block in section.blocks
                 if isinstance(block, Figure) for suffix in (".png", ".svg")]
     return {p.relative_to(out).as_posix(): p for p in written}
@@ -70,13 +78,17 @@ def _choose_baseline(store: Store, baseline: str | None) -> str:
     return baseline
 
 
-def _tables(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame, perturbations: pd.DataFrame,
-            ablation: pd.DataFrame, store: Store) -> list[Table]:
+def _tables(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame, changes: pd.DataFrame,
+            perturbations: pd.DataFrame, ablation: pd.DataFrame, store: Store) -> list[Table]:
     candidates = [
         Table("headline", tables.headline_wide(long), "Headline metrics per model (values in %)."),
         Table("headline_long", long, "Headline metrics with 95% CIs, change against the baseline and the test."),
         Table("corruption_errors", corruptions, "Top-1 error per corruption and severity, CE and relative CE."),
         Table("ce_per_corruption", ce_wide, "CE (%) per corruption (rows) and model (columns)."),
+        Table("corruption_changes", changes, "Change in top-1 error against the baseline per corruption and "
+              "severity, with McNemar's exact p-value."),
+        Table("training", tables.training_table(store), "Per generation: test top-1 recorded at training, data "
+              "sizes and pseudo-label statistics from meta.json."),
         Table("perturbations", perturbations, "Flip probability, FR, T5D and top-1 per perturbation and difficulty."),
         Table("ablation", ablation, "Runs side by side: settings that differ between their configs, then metrics."),
         Table("versions", tables.versions_table(store), "Package versions recorded in the stores."),
@@ -88,11 +100,18 @@ def _tables(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame
 
 def _overview(store: Store, baseline: str) -> list[str]:
     blocks = [
-        "Results stores: " + ", ".join(str(p) for p in store.sources) + ".",
-        "Models (grouped by run, ordered by generation): " + ", ".join(store.order) + ".",
-        f"Baseline for the changes (deltas) and paired tests: {baseline}.",
+        "Results stores: " + ", ".join(name(p) for p in store.sources) + ".",
+        "Models (grouped by run, ordered by generation): " + ", ".join(name(m) for m in store.order) + ".",
+        f"Baseline for the changes (deltas) and paired tests: {name(baseline)}.",
     ]
-    return blocks + [f"Note: {note}" for note in store.notes]
+    return blocks + ["Note: " + _mark_paths(note, store.sources) for note in store.notes]
+
+
+def _mark_paths(text: str, paths: list[Path]) -> str:
+    """The store paths inside a note marked as user data (escaped in markdown and HTML)."""
+    for path in sorted({str(p) for p in paths}, key=len, reverse=True):
+        text = text.replace(path, name(path))
+    return text
 
 
 def _headline_section(long: pd.DataFrame, colours: dict, out: Path) -> Section:
@@ -116,12 +135,24 @@ def _headline_section(long: pd.DataFrame, colours: dict, out: Path) -> Section:
     return Section("Headline", blocks)
 
 
-def _corruption_section(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame, colours: dict,
-                        out: Path) -> Section:
+def _corruption_section(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame,
+                        changes: pd.DataFrame, order: list[str], baseline: str, colours: dict, out: Path) -> Section:
     if corruptions.empty:
         return Section("Corruptions (ImageNet-C style)", ["The stores hold no corruption results."])
-    named = corruptions.groupby("baseline", sort=False)["model"].agg(lambda m: ", ".join(dict.fromkeys(m)))
-    blocks: list = ["CE normalisation baseline: " + "; ".join(f"{b} (for {m})" for b, m in named.items()) + "."]
+    named = corruptions.groupby("baseline", sort=False)["model"].agg(lambda m: ", ".join(name(x) for x in
+                                                                                        dict.fromkeys(m)))
+    blocks: list = ["CE normalisation baseline: " + "; ".join(f"{name(b)} (for {m})" for b, m in named.items()) + "."]
+    figures.ce_heatmap(corruptions, order, out / "figures")
+    blocks.append(Figure(out / "figures" / "ce_heatmap", "Top-1 error (%) per corruption and severity, one panel "
+                         "per model, on one colour scale; each row's CE (baseline = 100) at its right."))
+    if not changes.empty:
+        figures.ce_delta_heatmap(changes, order, baseline, out / "figures")
+        blocks += [Figure(out / "figures" / "ce_delta_heatmap",
+                          f"Change in top-1 error against {name(baseline)} (percentage points; blue = fewer errors); "
+                          f"* and bold: McNemar's exact p < {figures.SIGNIFICANCE:g} on that cell's images (no "
+                          "correction for the many cells)."),
+                   Table("corruption_changes", changes, "Change in top-1 error against the baseline per corruption "
+                         "and severity (percentage points) with McNemar's exact p-value.")]
     if not ce_wide.empty:
         figures.ce_bars(ce_wide, colours, out / "figures")
         blocks += [Table("ce_per_corruption", ce_wide, "CE (%) per corruption and model (baseline = 100)."),
@@ -134,6 +165,37 @@ def _corruption_section(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: 
                Table("corruption_errors", corruptions,
                      "Top-1 error (%) per corruption and severity, CE, relative CE and the normalisation baseline.")]
     return Section("Corruptions (ImageNet-C style)", blocks)
+
+
+def _training_section(store: Store, colours: dict, out: Path) -> Section:
+    """Training curves and pseudo-label statistics per generation, from the meta.json the store holds."""
+    title = "Training"
+    histories, pseudo, classes = {}, {}, None
+    for model in store.order:
+        meta = tables.model_meta(store, model)
+        if isinstance(meta.get("history"), list) and meta["history"]:
+            histories[model] = [h for h in meta["history"] if isinstance(h, dict)]
+        if isinstance(meta.get("pseudo_labels"), dict) and meta["pseudo_labels"].get("kept_per_class"):
+            pseudo[model] = meta["pseudo_labels"]
+            classes = classes or meta.get("classes")
+    blocks: list = []
+    training = tables.training_table(store)
+    if not training.empty:
+        blocks.append(Table("training", training, "Per generation, from its meta.json: test top-1 measured at the "
+                            "end of training (on the whole test set), data sizes and pseudo-label statistics."))
+    if histories:
+        figures.training_curves(histories, colours, out / "figures")
+        blocks.append(Figure(out / "figures" / "training_curves", "Mean training loss and learning rate per epoch, "
+                             "one line per generation (students' losses include the pseudo-label term)."))
+    if pseudo:
+        figures.pseudo_label_stats(pseudo, classes, colours, out / "figures")
+        blocks.append(Figure(out / "figures" / "pseudo_labels", "Pseudo labels per student generation: pool "
+                             "images per class (the teacher's top-1), kept by the confidence filter, written after "
+                             "balancing; their accuracy on the whole pool and on the kept images (held-back labels)."))
+    if not blocks:
+        blocks.append("The stores hold no training history or pseudo-label statistics (models without meta.json, "
+                      "e.g. timm models, or stores written without the `models` table).")
+    return Section(title, blocks)
 
 
 def _perturbation_section(perturbations: pd.DataFrame, shown: dict, path: Path | None, out: Path) -> Section:
@@ -158,7 +220,7 @@ def _ablation_section(ablation: pd.DataFrame, long: pd.DataFrame, store: Store) 
         return Section("Ablation", [f"No ablation table: {runs} run(s) with a stored config (needs 2 or more)."])
     metrics = {"run", "generation", *long["label"]}
     settings = [c for c in ablation.columns if c not in metrics]
-    text = ("Settings that differ between the runs' stored configs: " + ", ".join(settings) + "."
+    text = ("Settings that differ between the runs' stored configs: " + ", ".join(name(s) for s in settings) + "."
             if settings else "The runs' stored configs do not differ.")
     return Section("Ablation", [text, Table("ablation", ablation, "Runs side by side (values in %).")])
 
@@ -168,7 +230,7 @@ def _examples_section(shown: dict, path: Path | None, out: Path) -> Section:
     if path is None:
         return Section(title, [f"Skipped: no image array file given (--examples, or {EXAMPLES_FILE} beside a store)."])
     if "images" not in shown:
-        return Section(title, [f"{path} holds no corrupted images (`images`): the corruption suite was not run."])
+        return Section(title, [f"{name(path)} holds no corrupted images (`images`): the corruption suite was not run."])
     figures.example_strip(shown["images"], shown["titles"], out / "figures")
     return Section(title, [Figure(out / "figures" / "example_corruptions",
                                   f"The severity in each title; {_source(shown, path)}.")])
@@ -202,7 +264,7 @@ def _read_examples(path: Path) -> dict:
 
 
 def _source(shown: dict, path: Path) -> str:
-    return f"from {path}: {shown['source']}" if "source" in shown else f"from {path}"
+    return f"from {name(path)}: {name(shown['source'])}" if "source" in shown else f"from {name(path)}"
 
 
 def _settings_section(store: Store) -> Section:

@@ -1,22 +1,46 @@
-"""Write the report: report.md, a self-contained report.html (figures inlined), tables/*.csv and tables/*.tex."""
+"""Write the report: report.md, a self-contained report.html (jinja2 template, figures inlined), tables/*.csv and
+tables/*.tex.
+
+Text blocks are the report's own words with user data (model, run and file names) marked by `name()`: markdown
+escapes the marked parts, HTML escapes everything (jinja2 autoescape). CSV cells a spreadsheet would execute are
+neutralised; LaTeX tables are split into parts that fit a page.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
+import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
+import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.85rem; }
-th, td { border: 1px solid #bbb; padding: 0.2rem 0.5rem; text-align: right; }
-th { background: #eee; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1rem 0; } figure img { max-width: 100%; } figcaption { font-size: 0.85rem; color: #444; }
-.note { color: #555; font-size: 0.9rem; }
-"""
+from nst_core.checkpoint import atomic_write
+from reports.template import STYLE, TEMPLATE
+
+FOLD_ROWS = 12
+"""Tables longer than this are folded into <details> in report.html (and linked as CSV)."""
+LATEX_VALUE_COLUMNS = 6
+"""At most this many value columns per LaTeX table part (the key columns are repeated in every part)."""
+LATEX_LONG_ROWS = 40
+"""LaTeX tables with more rows than this become `longtable`s, which break across pages."""
+_OPEN, _CLOSE = "\x02", "\x03"
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def name(text: object) -> str:
+    """Mark user data (a model, run or file name) inside a text block, so each output format escapes it."""
+    return _OPEN + str(text).replace(_OPEN, "").replace(_CLOSE, "") + _CLOSE
+
+
+def plain(text: str) -> str:
+    """A text block without its user-data marks (for CSV and LaTeX captions)."""
+    return text.replace(_OPEN, "").replace(_CLOSE, "")
 
 
 @dataclass(frozen=True)
@@ -47,86 +71,239 @@ class Section:
     blocks: list[Block]
 
 
+@dataclass
+class Summary:
+    """The one-screen summary: a row per model, a column per key quantity, each cell value, CI and change.
+
+    `columns`: [{"label", "direction"}]; `rows`: [{"model", "cells": [None | {"value", "ci", "change", "verdict",
+    "title"}]}]; verdict is one of better, worse, unresolved, untested, baseline.
+    """
+
+    caption: str
+    legend: str = ""
+    columns: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+
 def write_tables(tables: list[Table], out: Path) -> list[Path]:
-    """Each table as tables/<name>.csv (full precision) and tables/<name>.tex (booktabs, rounded)."""
+    """Each table as tables/<name>.csv (full precision, formula-safe) and tables/<name>.tex (booktabs, rounded,
+    split into parts of at most LATEX_VALUE_COLUMNS value columns)."""
     folder = out / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for table in tables:
         frame = _with_index(table.frame)
         csv, tex = folder / f"{table.name}.csv", folder / f"{table.name}.tex"
-        frame.to_csv(csv, index=False)
-        tex.write_text(frame.to_latex(index=False, escape=True, float_format=format_number, na_rep="",
-                                      caption=table.caption, label=f"tab:{table.name}"), encoding="utf-8")
+        safe = frame.rename(columns=lambda c: neutralise(str(c))).apply(
+            lambda column: column.map(neutralise) if column.dtype == object else column)
+        text = safe.to_csv(index=False)
+        atomic_write(csv, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        latex = latex_table(frame, plain(table.caption), f"tab:{table.name}", _key_columns(table.frame))
+        atomic_write(tex, lambda tmp, latex=latex: tmp.write_text(latex, encoding="utf-8"))
         paths += [csv, tex]
     return paths
 
 
-def write_markdown(title: str, sections: list[Section], out: Path) -> Path:
-    """report.md, linking the PNG figures by relative path."""
-    lines = [f"# {title}", ""]
+def neutralise(value: object) -> object:
+    """A CSV cell a spreadsheet would run as a formula (text starting with = + - @ tab or CR that is not a plain
+    number) gets a leading apostrophe (OWASP's CSV-injection advice); anything else is returned unchanged."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def latex_table(frame: pd.DataFrame, caption: str, label: str, keys: int = 1) -> str:
+    """booktabs LaTeX for `frame`: parts of at most LATEX_VALUE_COLUMNS value columns, each repeating the first
+    `keys` columns; longtable when the rows would not fit a page; numbers rounded by `format_number`."""
+    keys = min(keys, len(frame.columns))
+    values = list(frame.columns[keys:])
+    groups = [values[i:i + LATEX_VALUE_COLUMNS] for i in range(0, len(values), LATEX_VALUE_COLUMNS)] or [[]]
+    parts = []
+    for index, group in enumerate(groups, 1):
+        part = frame[list(frame.columns[:keys]) + group]
+        suffix = f" (part {index} of {len(groups)})" if len(groups) > 1 else ""
+        part_label = f"{label}-{index}" if len(groups) > 1 else label
+        longtable = len(part) > LATEX_LONG_ROWS
+        texts = pd.DataFrame({str(c): format_column(part[c]) for c in part.columns}, index=range(len(part)))
+        latex = texts.to_latex(index=False, escape=True, caption=caption + suffix, label=part_label,
+                               longtable=longtable, column_format="l" * keys + "r" * len(group))
+        parts.append(latex if longtable else latex.replace("\\begin{table}", "\\begin{table}[htbp]\n\\small", 1))
+    header = "% needs \\usepackage{booktabs} (and longtable for long parts)\n"
+    return header + "\n".join(parts)
+
+
+def write_markdown(title: str, summary: Summary, sections: list[Section], out: Path) -> Path:
+    """report.md: the summary, then every section; PNG figures linked by relative path; names escaped."""
+    lines = [f"# {md_escape(title)}", "", "## Summary", "", md_text(summary.caption), ""]
+    if summary.rows:
+        header = ["model"] + [f"{c['label']} ({c['direction']})" for c in summary.columns]
+        cells = [[row["model"]] + ["" if cell is None else " ".join(
+            part for part in (cell["value"], cell["ci"], cell["change"]) if part) for cell in row["cells"]]
+            for row in summary.rows]
+        lines += [_markdown_rows(header, cells), "", md_text(summary.legend), ""]
     for section in sections:
         lines += [f"## {section.title}", ""]
         for block in section.blocks:
             if isinstance(block, Table):
-                lines += [f"*{block.caption}*", "", _markdown_table(block.frame), ""]
+                columns, rows = display_rows(block.frame)
+                lines += [f"*{md_text(block.caption)}*", "", _markdown_rows(columns, rows), ""]
             elif isinstance(block, Figure):
-                lines += [f"![{block.caption}]({block.stem.with_suffix('.png').relative_to(out).as_posix()})",
-                          "", f"*{block.caption}*", ""]
+                lines += [f"![{md_escape(plain(block.caption))}]"
+                          f"({block.stem.with_suffix('.png').relative_to(out).as_posix()})",
+                          "", f"*{md_text(block.caption)}*", ""]
             else:
-                lines += [block, ""]
+                lines += [md_text(block), ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    text = "\n".join(lines)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 
-def write_html(title: str, sections: list[Section], out: Path) -> Path:
-    """report.html with inline CSS and the SVG figures embedded as data URIs: nothing external to load."""
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+def write_html(title: str, subtitle: str, summary: Summary, sections: list[Section], out: Path) -> Path:
+    """report.html from the jinja2 template: contents, summary, sections; SVG figures embedded as data URIs
+    (nothing external to load), tables longer than FOLD_ROWS folded and linked to their CSV and LaTeX files."""
+    anchors: set[str] = {"top", "summary"}
+    context_sections = []
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        anchor = _anchor(section.title, anchors)
+        blocks, entries = [], []
         for block in section.blocks:
             if isinstance(block, Table):
-                parts.append(f"<p class='note'>{html.escape(block.caption)}</p>")
-                parts.append(_with_index(block.frame).to_html(index=False, na_rep="", float_format=format_number,
-                                                              border=0))
+                columns, rows = display_rows(block.frame)
+                frame = _with_index(block.frame)
+                aligns = ["num" if pd.api.types.is_numeric_dtype(frame[c]) else "text" for c in frame.columns]
+                csv = f"tables/{block.name}.csv"
+                item = {"kind": "table", "anchor": _anchor(f"table-{block.name}", anchors),
+                        "caption": html_text(block.caption), "rows": rows,
+                        "columns": [{"name": c, "align": a} for c, a in zip(columns, aligns)],
+                        "folded": len(rows) > FOLD_ROWS,
+                        "csv": csv if (out / csv).is_file() else None,
+                        "tex": f"tables/{block.name}.tex" if (out / f"tables/{block.name}.tex").is_file() else None}
+                if item["folded"]:
+                    entries.append({"anchor": item["anchor"], "title": _short(plain(block.caption))})
             elif isinstance(block, Figure):
                 svg = base64.b64encode(block.stem.with_suffix(".svg").read_bytes()).decode("ascii")
-                parts.append(f"<figure><img alt='{html.escape(block.caption)}' "
-                             f"src='data:image/svg+xml;base64,{svg}'>"
-                             f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+                files = [block.stem.with_suffix(s).relative_to(out).as_posix() for s in (".png", ".svg")]
+                item = {"kind": "figure", "anchor": _anchor(f"figure-{block.stem.name}", anchors),
+                        "caption": html_text(block.caption), "src": Markup(f"data:image/svg+xml;base64,{svg}"),
+                        "files": files}
+                entries.append({"anchor": item["anchor"], "title": _short(plain(block.caption))})
             else:
-                parts.append(f"<p>{html.escape(block)}</p>")
-    parts.append("</body></html>")
+                item = {"kind": "text", "html": html_text(block)}
+            blocks.append(item)
+        context_sections.append({"title": section.title, "anchor": anchor, "blocks": blocks, "entries": entries})
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True)
+    environment.globals["zip"] = zip
+    page = environment.from_string(TEMPLATE).render(
+        title=title, subtitle=plain(subtitle), style=Markup(STYLE), summary={
+            "caption": html_text(summary.caption), "legend": html_text(summary.legend),
+            "columns": summary.columns, "rows": summary.rows}, sections=context_sections)
     path = out / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
+
+
+def display_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Column names and cell texts of a table as shown: its index as leading columns, numbers to their precision
+    (`format_column`), missing values blank."""
+    frame = _with_index(frame)
+    columns = [str(c) for c in frame.columns]
+    texts = [format_column(frame[c]) for c in frame.columns]
+    return columns, [list(row) for row in zip(*texts)] if texts else []
+
+
+def format_column(column: pd.Series) -> list[str]:
+    """Cell texts of one column: whole numbers without decimals, other numbers by `format_number`, blanks for
+    missing values, anything else as text (floats inside text are not touched)."""
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        return [_text(v) for v in column]
+    values = column.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    whole = len(finite) > 0 and bool(np.all(finite == np.round(finite))) and bool(np.all(np.abs(finite) < 1e15))
+    return ["" if not math.isfinite(v) else (f"{v:.0f}" if whole else format_number(v)) for v in values]
 
 
 def format_number(value: float) -> str:
     """Two decimals for percentages and other values >= 1; three significant digits for small ones (p, fp)."""
+    if not math.isfinite(value):
+        return ""
     return f"{value:.2f}" if value == 0 or abs(value) >= 1 else f"{value:.3g}"
 
 
+def md_escape(text: str) -> str:
+    """Markdown-escape user data: HTML's < > & as entities, markdown punctuation backslash-escaped, newlines as
+    spaces (a name must not end a table row or start a heading)."""
+    text = html.escape(plain(str(text)), quote=False).replace("\r", " ").replace("\n", " ")
+    return re.sub(r"([\\`*_{}\[\]()#!|~])", r"\\\1", text)
+
+
+def md_text(text: str) -> str:
+    """A text block in markdown: the report's own words as written, user data (`name()`) escaped."""
+    pieces = re.split(f"({_OPEN}[^{_CLOSE}]*{_CLOSE})", str(text))
+    return "".join(md_escape(p[1:-1]) if p.startswith(_OPEN) else p for p in pieces)
+
+
+def html_text(text: str) -> Markup:
+    """A text block as HTML: everything escaped; `code` spans in the report's own words become <code>."""
+    pieces = re.split(f"({_OPEN}[^{_CLOSE}]*{_CLOSE})", str(text))
+    parts = []
+    for piece in pieces:
+        if piece.startswith(_OPEN):
+            parts.append(html.escape(piece[1:-1]))
+        else:
+            parts.append(re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(piece)))
+    return Markup("".join(parts))
+
+
+def _key_columns(frame: pd.DataFrame) -> int:
+    """How many leading columns name a row (the index levels, else the leading text columns, at least one)."""
+    if not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None):
+        return frame.index.nlevels
+    count = 0
+    for column in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[column]) or count >= 2:
+            break
+        count += 1
+    return max(count, 1)
+
+
 def _with_index(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with a meaningful index turned into leading columns."""
+    """The frame with a meaningful index turned into leading columns, and no leftover column-axis name."""
+    frame = frame.rename_axis(columns=None)
     if isinstance(frame.index, pd.RangeIndex) and frame.index.name is None:
         return frame
     return frame.reset_index()
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
-    frame = _with_index(frame)
-    header = [str(c) for c in frame.columns]
-    rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+def _markdown_rows(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+def _text(value: object) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
-    text = format_number(value) if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|")
+    if isinstance(value, (float, np.floating)):
+        return format_number(float(value))
+    return plain(str(value))
+
+
+def _anchor(text: str, taken: set[str]) -> str:
+    """A unique, URL-safe id for `text`."""
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "part"
+    anchor, index = base, 2
+    while anchor in taken:
+        anchor, index = f"{base}-{index}", index + 1
+    taken.add(anchor)
+    return anchor
+
+
+def _short(text: str, most: int = 70) -> str:
+    first = text.split(": ")[0] if len(text) > most else text
+    first = first.split(". ")[0]
+    return first if len(first) <= most else first[: most - 3].rstrip() + "..."

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from reports.corruptions import corruption_sort_key, perturbation_sort_key
-from reports.derived import DERIVED, derived_cis
+from reports.derived import DERIVED, derived_cis, paired_delta_cis
 from reports.load import Store, cell_key, correctness, run_configs
 from reports.stats import accuracy_ci, mcnemar_exact
 
@@ -71,6 +71,8 @@ def headline_long(store: Store, baseline: str | None) -> pd.DataFrame:
     """One row per (model, quantity): value, n, 95% CI, change vs the baseline and its paired test."""
     records = []
     bootstrapped = {model: derived_cis(store, model) for model in store.order}
+    paired = {model: paired_delta_cis(store, model, baseline) for model in store.order
+              if baseline in store.order and model != baseline}
     for quantity in quantities(store):
         rows = _rows(store.results, quantity)
         for model in store.order:
@@ -78,10 +80,11 @@ def headline_long(store: Store, baseline: str | None) -> pd.DataFrame:
             if len(row):
                 record = _headline_record(store, quantity, row.iloc[0], rows, baseline)
                 record.update(_interval(quantity, record["value"], record["n"], bootstrapped[model]))
+                record.update(_delta_interval(quantity, record, paired.get(model, {})))
                 records.append(record)
     return pd.DataFrame(records, columns=[
         "model", "run", "generation", "quantity", "label", "attack", "eps", "value", "n", "ci_low", "ci_high",
-        "ci_method", "baseline", "delta", "p_value", "test"])
+        "ci_method", "baseline", "delta", "delta_low", "delta_high", "p_value", "test"])
 
 
 def headline_wide(long: pd.DataFrame, column: str = "value") -> pd.DataFrame:
@@ -91,7 +94,7 @@ def headline_wide(long: pd.DataFrame, column: str = "value") -> pd.DataFrame:
     labels = list(dict.fromkeys(long["label"]))
     models = list(dict.fromkeys(long["model"]))
     wide = long.pivot(index="model", columns="label", values=column)
-    return wide.reindex(index=models, columns=labels)
+    return wide.reindex(index=models, columns=labels).rename_axis(index="model", columns=None)
 
 
 def headline_display(long: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +138,34 @@ def ce_comparison(corruptions: pd.DataFrame) -> pd.DataFrame:
     wide = corruptions.pivot(index="corruption", columns="model", values="CE (%)")
     models = list(dict.fromkeys(corruptions["model"]))
     rows = sorted(wide.index, key=corruption_sort_key)
-    return wide.reindex(index=rows, columns=models).dropna(how="all")
+    return wide.reindex(index=rows, columns=models).dropna(how="all").rename_axis(index="corruption", columns=None)
+
+
+def corruption_changes(store: Store, baseline: str | None) -> pd.DataFrame:
+    """Per model (not the baseline), corruption and severity: top-1 error (%), the baseline's on the same cell,
+    the change (percentage points) and McNemar's exact p-value where both have per-image bits on the same images."""
+    columns = ["model", "corruption", "severity", "error (%)", "baseline error (%)", "change (pp)", "p_value"]
+    results = store.results
+    cells = results[(results["suite"] == CORRUPTION_SUITE) & (results["metric"] == "top1")
+                    & results["corruption"].notna() & results["severity"].notna()]
+    base = {cell_key(row): row for _, row in cells[cells["model"] == baseline].iterrows()}
+    records = []
+    for _, row in cells[cells["model"] != baseline].iterrows():
+        base_row = base.get(cell_key(row))
+        if base_row is None:
+            continue
+        test = _paired_test(store, row["model"], baseline, row, base_row)
+        records.append({"model": row["model"], "corruption": row["corruption"], "severity": int(row["severity"]),
+                        "error (%)": 100 - float(row["value"]), "baseline error (%)": 100 - float(base_row["value"]),
+                        "change (pp)": float(base_row["value"]) - float(row["value"]),
+                        "p_value": test.get("p_value", np.nan)})
+    if not records:
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame(records, columns=columns)
+    rank = {m: i for i, m in enumerate(store.order)}
+    keys = [(rank.get(m, len(rank)), corruption_sort_key(c), s)
+            for m, c, s in zip(table["model"], table["corruption"], table["severity"])]
+    return table.iloc[sorted(range(len(keys)), key=keys.__getitem__)].reset_index(drop=True)
 
 
 def perturbation_table(store: Store) -> pd.DataFrame:
@@ -162,7 +192,7 @@ def baseline_name(settings: dict) -> str:
 
 def differing_settings(configs: dict[str, dict]) -> pd.DataFrame:
     """Flattened config settings that differ between runs (rows: runs); a run's own name or paths are ignored."""
-    flat = {run: flatten(config) for run, config in configs.items()}
+    flat = {run: flatten(rounded(config)) for run, config in configs.items()}
     keys = sorted(set().union(*flat.values())) if flat else []
     columns = {}
     for key in keys:
@@ -193,6 +223,39 @@ def ablation_table(store: Store, long: pd.DataFrame) -> pd.DataFrame:
         record.update(values.loc[model].to_dict() if model in values.index else {})
         rows.append(record)
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
+def model_meta(store: Store, model: str) -> dict:
+    """The meta.json the store holds for `model` (the `models` table), or {} when none."""
+    rows = store.models[store.models["model"] == model]
+    meta = rows["meta"].iloc[0] if len(rows) else {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def training_table(store: Store) -> pd.DataFrame:
+    """Per model with a meta.json: generation, architecture, test top-1 at training time (%, its test set), labeled
+    and pool sizes, and the pseudo labels' statistics (accuracy on the pool and on the kept images, images kept)."""
+    records = []
+    for model in store.order:
+        meta = model_meta(store, model)
+        if not meta.get("arch") and not meta.get("metrics"):
+            continue
+        metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+        data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+        pseudo = meta.get("pseudo_labels") if isinstance(meta.get("pseudo_labels"), dict) else {}
+        records.append({
+            "model": model, "generation": _int_or_none(meta.get("generation")), "arch": meta.get("arch"),
+            "method": meta.get("method"), "test top-1 (%)": metrics.get("test_top1"),
+            "test images": metrics.get("test_n"), "labeled": data.get("labeled"),
+            "pool": data.get("unlabeled_pool"), "pseudo-label acc. pool (%)": pseudo.get("accuracy_on_pool"),
+            "pseudo-label acc. kept (%)": pseudo.get("accuracy_on_kept"),
+            "pool images kept": pseudo.get("unique_images"), "student set entries": pseudo.get("entries"),
+        })
+    table = pd.DataFrame(records)
+    if table.empty:
+        return table
+    return table.dropna(axis=1, how="all").apply(
+        lambda c: pd.to_numeric(c) if c.name not in ("model", "arch", "method") and c.notna().any() else c)
 
 
 def settings_table(store: Store) -> pd.DataFrame:
@@ -266,7 +329,8 @@ def _headline_record(store: Store, quantity: Quantity, row: pd.Series, rows: pd.
     record = {"model": model, "run": row["run"], "generation": _int_or_none(row["generation"]),
               "quantity": quantity.key, "label": quantity.label, "attack": quantity.attack, "eps": quantity.eps,
               "value": value, "n": None if pd.isna(n) else int(n), "baseline": baseline,
-              "ci_low": np.nan, "ci_high": np.nan, "ci_method": "", "delta": np.nan, "p_value": np.nan, "test": ""}
+              "ci_low": np.nan, "ci_high": np.nan, "ci_method": "", "delta": np.nan, "delta_low": np.nan,
+              "delta_high": np.nan, "p_value": np.nan, "test": ""}
     base_row = rows[rows["model"] == baseline].head(1)
     if baseline is None or base_row.empty:
         return record
@@ -274,7 +338,8 @@ def _headline_record(store: Store, quantity: Quantity, row: pd.Series, rows: pd.
     if model == baseline:
         record["test"] = "baseline"
     elif not quantity.is_accuracy:
-        record["test"] = "n/a (derived metric, no paired test)"
+        record["test"] = "n/a (derived metric: per-sequence flips are not stored)" if quantity.metric in PERTURBATION \
+            else "n/a (derived metric, no paired test)"
     else:
         record.update(_paired_test(store, model, baseline, row, base_row.iloc[0]))
     return record
@@ -289,6 +354,17 @@ def _interval(quantity: Quantity, value: float, n: int | None, bootstrapped: dic
     if isinstance(interval, tuple):
         return {"ci_low": interval[0], "ci_high": interval[1], "ci_method": "bootstrap over images (percentile)"}
     return {"ci_low": np.nan, "ci_high": np.nan, "ci_method": interval or "n/a (not a per-image metric)"}
+
+
+def _delta_interval(quantity: Quantity, record: dict, paired: dict) -> dict:
+    """The paired bootstrap CI of the change for derived metrics (mCE, ...), where the per-image bits allow one."""
+    if quantity.key not in DERIVED or record["test"] in ("", "baseline") or pd.isna(record["delta"]):
+        return {}
+    interval = paired.get(quantity.key)
+    if isinstance(interval, tuple):
+        return {"delta_low": interval[0], "delta_high": interval[1],
+                "test": "paired bootstrap over images (percentile CI of the change)"}
+    return {"test": f"{interval} for the change" if interval else record["test"]}
 
 
 def _paired_test(store: Store, model: str, baseline: str, row: pd.Series, base_row: pd.Series) -> dict:
@@ -318,9 +394,21 @@ def _order_models_and_corruptions(table: pd.DataFrame, order: list[str]) -> pd.D
 def _distinct(settings: list[dict]) -> dict[str, set[str]]:
     values: dict[str, set[str]] = {}
     for entry in settings:
-        for key, value in flatten(entry if isinstance(entry, dict) else {}).items():
+        for key, value in flatten(rounded(entry) if isinstance(entry, dict) else {}).items():
             values.setdefault(key, set()).add(str(value))
     return values
+
+
+def rounded(value: object, digits: int = 6) -> object:
+    """`value` with every float (also inside dicts and lists) rounded to `digits` significant digits, so that
+    binary noise (0.19900000000000007) does not print."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if np.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def _listing(values: set[str], most: int = 8) -> str:

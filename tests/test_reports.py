@@ -188,7 +188,16 @@ def test_paired_test_is_mcnemar_on_the_stored_bits(long: pd.DataFrame) -> None:
     assert long.loc[("fmnist/gen2", "clean_top1"), "p_value"] == pytest.approx(2 * 0.5**10, rel=1e-12)
     assert long.loc[("fmnist/gen2", "clean_top1"), "test"].startswith("McNemar exact")
     assert long.loc[(BASELINE, "clean_top1"), "test"] == "baseline"
-    assert long.loc[("fmnist/gen2", "mce"), "test"].startswith("n/a")
+    assert long.loc[("fmnist/gen2", "mfr"), "test"] == "n/a (derived metric: per-sequence flips are not stored)"
+
+
+def test_derived_metric_changes_get_a_paired_bootstrap_interval(long: pd.DataFrame) -> None:
+    row = long.loc[("fmnist/gen2", "mce")]
+    assert row["test"] == "paired bootstrap over images (percentile CI of the change)"
+    assert row["delta_low"] < row["delta"] < row["delta_high"] < 0  # 10 points fewer errors in every cell
+    # the same images resampled for both models: the change's interval is narrower than the model's own interval
+    assert row["delta_high"] - row["delta_low"] < row["ci_high"] - row["ci_low"]
+    assert np.isnan(long.loc[(BASELINE, "mce"), "delta_low"])
 
 
 def test_clopper_pearson_on_known_case() -> None:
@@ -276,7 +285,7 @@ def test_html_is_self_contained(report: dict[str, Path]) -> None:
     text = report["report.html"].read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.IGNORECASE)
     assert re.search(r"<link|<script", text) is None
-    assert text.count("data:image/svg+xml;base64,") == 6
+    assert text.count("data:image/svg+xml;base64,") == 8
     assert "McNemar" in text and "Clopper-Pearson" in text and "student.dropout" in text
 
 
