@@ -58,7 +58,8 @@ def evaluate(model: nn.Module, meta: Mapping[str, Any], suite: str | list[str] =
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keys = ("model", "checkpoint_sha256", "suite", "dataset", "corruption", "severity", "attack", "eps", "metric", "n")
+    keys = ("model", "checkpoint_sha256", "suite", "dataset", "data_id", "corruption", "severity", "attack", "eps",
+            "metric", "n")
     seen: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         seen[tuple(r[k] for k in keys)] = r

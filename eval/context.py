@@ -25,6 +25,7 @@ from eval.store import Cell, ResultStore
 from nst_core import distributed
 
 DEFAULT_EPS = (0.0, 1.0, 2.0, 4.0, 8.0)
+DEFAULT_TRANSFORM = "in memory at the model's input size (nst_core.data.to_model_input)"
 
 
 class EvaluationError(RuntimeError):
@@ -39,7 +40,7 @@ class EvalOptions:
     batch_size: int = 256
     workers: int = 0
     limit: int | None = None  # fixed seeded subset of every dataset
-    attack_limit: int | None = None  # subset for attacks (default: limit)
+    attack_limit: int | None = None  # subset for attacks (default: limit; on ImageNet at most 1,000)
     amp: bool = False
     force: bool = False
     seed: int = 0
@@ -54,7 +55,10 @@ class EvalOptions:
     progress: bool = True
     perturbations: Sequence[str] | None = None  # perturbation suite (ImageNet-P): None = all
     perturbation_difficulty: int = 1
-    perturbation_limit: int | None = None  # sequences per perturbation (default: limit)
+    perturbation_limit: int | None = None  # sequences per perturbation (default: limit; generated on ImageNet: 100)
+    corruption_limit: int | None = None  # images per generated -C cell (default: limit; on ImageNet: 1,000)
+    imagenet_c_method: str = "auto"  # auto | crop | resize | generate (eval.suites.corruption.corruption_method)
+    imagenet_p_method: str = "auto"  # auto | crop | resize | generate (eval.suites.perturbation.perturbation_method)
 
 
 @dataclass
@@ -110,16 +114,18 @@ class EvalContext:
         return self._clean
 
     def cell(self, suite: str, dataset: str, corruption: str | None = None, severity: int | None = None,
-             attack: str | None = None, eps: float | None = None) -> Cell:
-        """The store key of one measurement of this model."""
+             attack: str | None = None, eps: float | None = None, data_id: str | None = None) -> Cell:
+        """The store key of one measurement of this model: the weights' sha256 and the images' `data_id`
+        (`EvalSet.identity`, or a generated set's id) tell apart what names alone would not."""
         return Cell(self.model_name, self.sha256, self.run, self.generation, suite, dataset, corruption,
-                    None if severity is None else int(severity), attack, None if eps is None else float(eps))
+                    None if severity is None else int(severity), attack, None if eps is None else float(eps),
+                    data_id)
 
     def settings(self, **extra: Any) -> dict[str, Any]:
         """Settings recorded with every row: the run options plus suite-specific ones."""
         o = self.options
         base = {"batch_size": o.batch_size, "limit": o.limit, "amp": o.amp, "seed": o.seed, "device": o.device,
-                "input_size": self.meta.get("input_size")}
+                "input_size": self.meta.get("input_size"), "weights": self.meta.get("weights")}
         return {**base, **extra}
 
     def check_classes(self, data: EvalSet) -> None:
@@ -167,7 +173,8 @@ class EvalContext:
             self.check_classes(eval_set)
             acc = self.predict(eval_set, cell, perturb)
             metrics = acc.compute()
-            new = [cell.row(m, v, acc.n, self.settings(**dict(settings or {}))) for m, v in metrics.items()]
+            recorded = self.settings(transform=eval_set.info.get("transform", DEFAULT_TRANSFORM), **dict(settings or {}))
+            new = [cell.row(m, v, acc.n, recorded) for m, v in metrics.items()]
             self.store.write(new, {cell: acc.per_image()})
             self.counts["computed"] += 1
             rows = {r["metric"]: r for r in new}

@@ -1,9 +1,12 @@
 """Evaluation data, all as labeled uint8 [N, C, H, W] batches at the model's input size (models take [0, 1]).
 
 - `clean_test_set`: a run's untouched test set through `nst_core.data.load_test_set`.
-- `imagenet_val_set`: ImageFolder val, Resize(int(size / crop_pct)) + CenterCrop(size) with the model's config.
-- `imagenet_c_set`: `<root>/<corruption>/<severity>/<wnid>/*.JPEG`, center crop only (resizing -C images again is
-  a known benchmark bug); a missing corruption or severity folder is an error naming the path.
+- `imagenet_val_set`: ImageFolder val through the model's own eval transform (`nst_core.images.EvalTransform`:
+  timm's `create_transform` with its size, crop_pct, crop_mode and interpolation); class folders are mapped by name
+  against the model's class list (wnids, or class indices as in ImageNetV2), whatever subset is present.
+- `imagenet_c_set`: `<root>/<corruption>/<severity>/<wnid>/*.JPEG`, center crop only at 224 px (resizing -C images
+  again is a known benchmark bug), or the 224 image resized to another model size (`method="resize"`, its own
+  dataset name `imagenet-c-resized`); a missing corruption or severity folder is an error naming the path.
 - `imagenet_a_set`: `<root>/<wnid>/*`, labels 0..199 in timm's sorted-synset order, with `class_index` = the
   200 ImageNet logits to keep (timm/data/_info/imagenet_a_indices.txt, read from the installed timm).
 - `corrupted_set`: a generated -C set (`eval.corruptions.corrupt`, seeded per image by dataset index), cached on
@@ -24,13 +27,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from eval.corruptions import ENGINE_VERSION
 from nst_core.checkpoint import write_array
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from nst_core.images import (IMAGE_EXTENSIONS, EvalTransform, ImageError, class_folders, list_images,
+                             listing_digest, map_classes)
 DEFAULT_CACHE = Path(os.environ.get("NST_CACHE_DIR", Path.home() / ".cache" / "nst-robustness"))
 
 
@@ -44,6 +47,8 @@ class EvalSet:
 
     `indices` are the dataset indices of the items (fixed order; keys for per-image seeding and pairing);
     `class_index`, when set, selects and orders the model's logits before comparing with `labels` (ImageNet-A).
+    `source_id` fingerprints where the images come from (file list, class mapping, transform; or the pixels of an
+    in-memory set); `identity` adds the name and the subset: it is the `data_id` of every cell measured on it.
     """
 
     name: str
@@ -55,6 +60,7 @@ class EvalSet:
     read: Callable[[Path], torch.Tensor] | None = None
     class_index: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    source_id: str = ""
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -82,6 +88,16 @@ class EvalSet:
             return self
         images = torch.cat([x for x, _ in self.batches(batch_size, workers)]) if len(self) else torch.zeros(0)
         return replace(self, images=images, files=None, read=None)
+
+    @property
+    def identity(self) -> str:
+        """The exact images and labels this set holds: sha1 over name, source_id, indices and labels (16 hex)."""
+        if not self.source_id:
+            object.__setattr__(self, "source_id", self.content_digest())
+        h = hashlib.sha1(f"{self.name}|{self.source_id}|".encode())
+        h.update(self.indices.numpy().astype(np.int64).tobytes())
+        h.update(self.labels.numpy().astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
 
     def content_digest(self) -> str:
         """sha1 over the images, labels and indices (keys the corruption cache)."""
@@ -136,105 +152,107 @@ def clean_test_set(meta: Mapping[str, Any], limit: int | None = None, seed: int 
     if images is None:
         images = torch.cat([x for x, _ in iterate_batches(image_set, 256)])
     name = str(image_set.name).removesuffix("-test")
+    info = {} if image_set.paths is None else {"root": str(data_cfg.get("test_dir")) if isinstance(data_cfg, Mapping)
+                                               else None, "transform": image_set.transform.settings()}
     return EvalSet(name=name, labels=image_set.labels.long(), num_classes=int(image_set.num_classes),
-                   indices=positions.clone(), images=images)
+                   indices=positions.clone(), images=images, info=info)
 
 
 # ------------------------------------------------------------------------------------------------ ImageNet readers
 
-def _interpolation(name: str | None) -> Any:
-    from torchvision.transforms import InterpolationMode
+def _folder_set(root: Path, name: str, transform: EvalTransform, meta: Mapping[str, Any], limit: int | None,
+                seed: int, what: str, classes: Sequence[str] | None = None) -> EvalSet:
+    """An ImageFolder tree as an EvalSet, class folders mapped by name against the model's class list.
 
-    return InterpolationMode(name or "bilinear")
-
-
-class ImageReader:
-    """Reads one image file into uint8 [C, H, W]: optional Resize(short side) + CenterCrop, or crop only."""
-
-    def __init__(self, input_size: Sequence[int], crop_pct: float | None = None, interpolation: str | None = None,
-                 resize: bool = True) -> None:
-        self.channels, self.height, self.width = (int(v) for v in input_size)
-        self.crop_pct = crop_pct or 0.875
-        self.interpolation = interpolation
-        self.resize = resize
-
-    def __call__(self, path: Path) -> torch.Tensor:
-        from torchvision.transforms import functional as TF
-
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB" if self.channels == 3 else "L")
-        except Exception as exc:  # PIL raises many types; name the file whatever it was
-            raise DatasetError(f"cannot read image {path}: {exc}. Replace or delete the file; images are never "
-                               "skipped (that would change the benchmark)") from None
-        if self.resize:
-            img = TF.resize(img, int(self.height / self.crop_pct), interpolation=_interpolation(self.interpolation))
-        elif img.height < self.height or img.width < self.width:
-            raise DatasetError(f"{path} is {img.width}x{img.height}, smaller than the model's input "
-                               f"{self.width}x{self.height}: ImageNet-C/-A images are only center-cropped, never "
-                               "resized; generate corruptions at this size instead (--corruption-backend)")
-        img = TF.center_crop(img, [self.height, self.width])
-        return TF.pil_to_tensor(img)
-
-
-def _class_dirs(root: Path) -> list[str]:
-    return sorted(d.name for d in root.iterdir() if d.is_dir())
-
-
-def _list_images(root: Path, classes: Sequence[str], label_of: Mapping[str, int]) -> tuple[list[Path], list[int]]:
-    files: list[Path] = []
-    labels: list[int] = []
-    for wnid in classes:
-        found = sorted(p for p in (root / wnid).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        files += found
-        labels += [label_of[wnid]] * len(found)
-    return files, labels
-
-
-def _folder_set(root: Path, name: str, reader: ImageReader, classes: Sequence[str] | None, limit: int | None,
-                seed: int, what: str) -> EvalSet:
+    `classes` overrides the model's list (ImageNet-A: its 200 wnids, labels 0..199). The set's identity covers
+    the file list, the class mapping and the transform, so other images can never read back these cells.
+    """
     if not root.is_dir():
         raise DatasetError(f"{what} folder not found: {root}")
-    present = _class_dirs(root)
-    if not present:
-        raise DatasetError(f"{root} has no class folders (<wnid>/): expected the ImageFolder layout for {what}")
-    classes = list(classes) if classes is not None else present
-    unknown = sorted(set(present) - set(classes))
-    if unknown:
-        raise DatasetError(f"{root} has class folders not in the model's class list: {unknown[:5]}")
-    label_of = {w: i for i, w in enumerate(classes)}
-    files, labels = _list_images(root, [w for w in classes if w in present], label_of)
+    folders = class_folders(root)
+    if not folders:
+        raise DatasetError(f"{root} has no class folders: expected the ImageFolder layout for {what} "
+                           "(<root>/<wnid>/*.JPEG, or <root>/<class index>/* as ImageNetV2)")
+    num_classes = len(classes) if classes is not None else int(meta.get("num_classes") or 0)
+    try:
+        label_of = map_classes(folders, classes if classes is not None else model_classes(meta), num_classes,
+                               f"{what} {root}")
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    listing = list_images(root, folders)
+    files = [root / folder / f for folder, names in listing for f in names]
+    labels = [label_of[folder] for folder, names in listing for _ in names]
     if not files:
         raise DatasetError(f"no images under {root} (extensions {', '.join(IMAGE_EXTENSIONS)})")
-    data = EvalSet(name=name, labels=torch.tensor(labels, dtype=torch.long), num_classes=len(classes),
-                   indices=torch.arange(len(files)), files=files, read=reader, info={"root": str(root),
-                                                                                     "classes": classes})
+    mapping = ",".join(f"{f}={label_of[f]}" for f in folders)
+    source = hashlib.sha1(f"{listing_digest(listing)}|{mapping}|{transform.digest()}".encode()).hexdigest()[:16]
+    data = EvalSet(name=name, labels=torch.tensor(labels, dtype=torch.long), num_classes=num_classes,
+                   indices=torch.arange(len(files)), files=files, read=_Reader(transform), source_id=source,
+                   info={"root": str(root), "classes": len(folders), "transform": transform.settings()})
     return _limited(data, limit, seed)
 
 
-def imagenet_classes(val_root: str | os.PathLike) -> list[str]:
-    """The sorted wnid folders of an ImageFolder tree (the class order of torchvision / timm)."""
-    return _class_dirs(Path(val_root))
+def model_classes(meta: Mapping[str, Any]) -> list[str] | None:
+    """The model's class names: `meta["classes"]`, else for a 1000-class model ImageNet-1k's sorted wnids (timm's
+    `imagenet_synsets.txt`), else None (then only numeric class folders can be mapped)."""
+    if meta.get("classes"):
+        return list(meta["classes"])
+    if int(meta.get("num_classes") or 0) == 1000:
+        return _timm_info("imagenet_synsets.txt")
+    return None
+
+
+class _Reader:
+    """`EvalTransform` with `ImageError` turned into `DatasetError` (picklable for DataLoader workers)."""
+
+    def __init__(self, transform: EvalTransform) -> None:
+        self.transform = transform
+
+    def __call__(self, path: Path) -> torch.Tensor:
+        try:
+            return self.transform(path)
+        except ImageError as exc:
+            raise DatasetError(str(exc)) from None
+
+
+def val_transform(meta: Mapping[str, Any]) -> EvalTransform:
+    """The model's own eval transform (timm's `create_transform` with the meta's size, crop_pct, crop_mode and
+    interpolation): ImageNet val, ImageNet-A and any other folder of full-size photographs."""
+    return EvalTransform.from_meta(meta)
 
 
 def imagenet_val_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
                      seed: int = 0) -> EvalSet:
-    """ImageNet val (ImageFolder) with the model's Resize(int(size/crop_pct)) + CenterCrop(size)."""
-    reader = ImageReader(meta["input_size"], meta.get("crop_pct"), meta.get("interpolation"), resize=True)
-    return _folder_set(Path(root), "imagenet", reader, None, limit, seed, "ImageNet val")
+    """ImageNet val (or a subset of its class folders, or ImageNetV2's numeric folders) with the model's transform."""
+    return _folder_set(Path(root), "imagenet", val_transform(meta), meta, limit, seed, "ImageNet val")
+
+
+def official_224_transform(meta: Mapping[str, Any], method: str) -> EvalTransform:
+    """How official 224-px files (ImageNet-C images, ImageNet-P frames) become model inputs.
+
+    `crop`: center crop only (exact at 224 px; resizing the files again is a known benchmark bug, so this is the
+    default at 224); `resize`: the whole 224 image resized to the model's input with its interpolation (as the
+    Noisy Student paper did for 299 px), the default at any other size.
+    """
+    if method == "crop":
+        return EvalTransform.from_meta(meta, crop_only=True)
+    if method == "resize":
+        return EvalTransform.from_meta(meta, crop_pct=1.0, crop_mode="squash")
+    raise ValueError(f"unknown method {method!r} for official 224-px images; valid: crop, resize")
 
 
 def imagenet_c_set(root: str | os.PathLike, corruption: str, severity: int, meta: Mapping[str, Any],
-                   classes: Sequence[str] | None = None, limit: int | None = None, seed: int = 0) -> EvalSet:
-    """One (corruption, severity) cell of ImageNet-C, center crop only; errors name a missing folder."""
+                   limit: int | None = None, seed: int = 0, method: str = "crop") -> EvalSet:
+    """One (corruption, severity) cell of ImageNet-C (`official_224_transform(method)`); errors name a missing
+    folder."""
     cell = Path(root) / corruption / str(severity)
     if not cell.is_dir():
         missing = cell if (Path(root) / corruption).is_dir() else Path(root) / corruption
         raise DatasetError(f"ImageNet-C folder missing: {missing} (expected <root>/<corruption>/<severity 1-5>/"
                            f"<wnid>/*.JPEG). Complete the download, or choose corruptions with --corruptions")
-    reader = ImageReader(meta["input_size"], resize=False)
-    data = _folder_set(cell, "imagenet-c", reader, classes, limit, seed, "ImageNet-C")
-    data.info.update(corruption=corruption, severity=severity)
+    name = "imagenet-c" if method == "crop" else f"imagenet-c-{method}d"
+    data = _folder_set(cell, name, official_224_transform(meta, method), meta, limit, seed, "ImageNet-C")
+    data.info.update(corruption=corruption, severity=severity, method=method)
     return data
 
 
@@ -256,8 +274,8 @@ def imagenet_a_synsets() -> list[str]:
 def imagenet_a_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
                    seed: int = 0) -> EvalSet:
     """ImageNet-A (`<root>/<wnid>/*`): labels 0..199, `class_index` = the 200-logit mask."""
-    reader = ImageReader(meta["input_size"], meta.get("crop_pct"), meta.get("interpolation"), resize=True)
-    data = _folder_set(Path(root), "imagenet-a", reader, imagenet_a_synsets(), limit, seed, "ImageNet-A")
+    data = _folder_set(Path(root), "imagenet-a", val_transform(meta), meta, limit, seed, "ImageNet-A",
+                       classes=imagenet_a_synsets())
     data.class_index = imagenet_a_mask()
     return data
 
@@ -265,12 +283,13 @@ def imagenet_a_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int 
 # ------------------------------------------------------------------------------------- generated corruption sets
 
 def corruption_cache_dir(clean: EvalSet, backend: str, seed: int, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the generated sets of `clean` live: keyed by dataset, input size, n, content digest, backend, seed."""
+    """Where the generated sets of `clean` live: keyed by dataset, input size, n, content digest, backend, engine
+    version (`eval.corruptions.ENGINE_VERSION`) and seed."""
     root = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     data = clean.materialize()
     c, h, w = data.images.shape[1:]
     return root / "corruptions" / f"{clean.name}-{c}x{h}x{w}-n{len(data)}-{data.content_digest()}" / \
-        f"{backend}-seed{seed}"
+        f"{backend}-v{ENGINE_VERSION}-seed{seed}"
 
 
 def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str = "torch", seed: int = 0,
@@ -309,7 +328,7 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
 
 
 __all__ = [
-    "DatasetError", "EvalSet", "ImageReader", "seeded_subset", "clean_test_set", "imagenet_classes",
+    "DatasetError", "EvalSet", "seeded_subset", "clean_test_set", "val_transform", "official_224_transform",
     "imagenet_val_set", "imagenet_c_set", "imagenet_a_set", "imagenet_a_mask", "imagenet_a_synsets",
     "corrupted_set", "corruption_cache_dir", "DEFAULT_CACHE",
 ]

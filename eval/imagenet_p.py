@@ -1,7 +1,7 @@
 """ImageNet-P reader: `<root>/<perturbation>/<wnid>/<name>.mp4` (noise difficulty 2, 3 in `<perturbation>_2`, `_3`).
 
-Videos are decoded with PyAV into uint8 [T, C, H, W] frames; frames larger than the model's input are center-cropped
-(never resized, as for ImageNet-C). A missing folder or an unreadable video is an error naming the path: skipping a
+Videos are decoded with PyAV into uint8 [T, C, H, W] frames; for a 224-px model they are center-cropped (never
+resized, as for ImageNet-C), for other sizes resized to the model's input (`method="resize"`, its own dataset name). A missing folder or an unreadable video is an error naming the path: skipping a
 video would change the benchmark.
 """
 from __future__ import annotations
@@ -11,10 +11,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import hashlib
+from typing import Any, Mapping
+
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from eval.datasets import DatasetError, seeded_subset
+from eval.datasets import DatasetError, model_classes, seeded_subset
+from nst_core.images import class_folders, listing_digest, map_classes
 from eval.metrics.perturbation import ALL_PERTURBATIONS, is_noise_perturbation
 
 VIDEO_EXTENSIONS = (".mp4",)
@@ -61,15 +66,24 @@ class VideoSequences:
     labels: torch.Tensor
     indices: torch.Tensor
     input_size: tuple[int, int, int]
+    method: str = "crop"  # crop: center crop (exact at 224 px); resize: the frames resized to the input size
+    interpolation: str = "bilinear"
+    identity: str = ""  # the exact sequences (file list, class mapping, method, size, subset): cells' data_id
 
     def __len__(self) -> int:
         return len(self.files)
 
     def read(self, position: int) -> torch.Tensor:
-        """Sequence at `position`: uint8 [T, C, H, W] center-cropped to the input size."""
+        """Sequence at `position`: uint8 [T, C, H, W] center-cropped (or resized) to the input size."""
         c, h, w = self.input_size
         video = read_video(self.files[position], c)
         vh, vw = video.shape[-2:]
+        if self.method == "resize":
+            if (vh, vw) == (h, w):
+                return video
+            mode = "bicubic" if self.interpolation == "bicubic" else "bilinear"
+            out = F.interpolate(video.float(), size=(h, w), mode=mode, antialias=True, align_corners=False)
+            return out.round_().clamp_(0, 255).to(torch.uint8)
         if vh < h or vw < w:
             raise DatasetError(f"{self.files[position]} is {vw}x{vh}, smaller than the model's input {w}x{h}: "
                                "ImageNet-P frames are only center-cropped, never resized; generate the sequences at "
@@ -103,14 +117,12 @@ class _Videos(Dataset):
         return self.sequences.read(i), self.sequences.labels[i]
 
 
-def imagenet_p_sequences(root: str | os.PathLike, perturbation: str, input_size: Sequence[int],
-                         difficulty: int = 1, classes: Sequence[str] | None = None, limit: int | None = None,
-                         seed: int = 0) -> VideoSequences:
-    """The (seeded `limit` subset of the) videos of one perturbation; labels index `classes` (sorted wnids).
-
-    Without `classes` the folder's own class folders are the class list only when there are 1000 of them (the full
-    benchmark); otherwise labels are -1 (unknown) and frame accuracy is not computed.
-    """
+def imagenet_p_sequences(root: str | os.PathLike, perturbation: str, meta: Mapping[str, Any], difficulty: int = 1,
+                         limit: int | None = None, seed: int = 0, method: str = "crop") -> VideoSequences:
+    """The (seeded `limit` subset of the) videos of one perturbation, class folders mapped by name against the
+    model's class list (`nst_core.images.map_classes`; labels -1 when the model has no class names and the
+    folders are not class indices, and frame accuracy is then not computed). `method`: `crop` (center crop, exact
+    at 224 px) or `resize` (the 224 frames resized to the model's input with its interpolation)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"ImageNet-P root not found: {root}")
@@ -120,25 +132,35 @@ def imagenet_p_sequences(root: str | os.PathLike, perturbation: str, input_size:
         raise DatasetError(f"ImageNet-P folder missing: {folder} (expected <root>/<perturbation>/<wnid>/*.mp4, "
                            f"difficulty 2/3 of noise in <perturbation>_2/_3; found: {', '.join(present) or 'none'}). "
                            "Complete the download, or choose perturbations to run")
-    wnids = sorted(d.name for d in folder.iterdir() if d.is_dir())
-    if not wnids:
+    folders = class_folders(folder)
+    if not folders:
         raise DatasetError(f"{folder} has no class folders (<wnid>/*.mp4)")
-    if classes is None and len(wnids) == 1000:
-        classes = wnids
-    label_of = {w: i for i, w in enumerate(classes)} if classes is not None else {}
-    unknown = sorted(set(wnids) - set(label_of)) if classes is not None else []
-    if unknown:
-        raise DatasetError(f"{folder} has class folders not in the model's class list: {unknown[:5]}")
+    try:
+        label_of = map_classes(folders, model_classes(meta), int(meta.get("num_classes") or 0),
+                               f"ImageNet-P {folder}")
+    except ValueError as exc:
+        if model_classes(meta) or any(f.isdigit() for f in folders):
+            raise DatasetError(str(exc)) from None
+        label_of = {}
     files: list[Path] = []
     labels: list[int] = []
-    for wnid in wnids:
-        found = sorted(p for p in (folder / wnid).iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
-        files += found
-        labels += [label_of.get(wnid, -1)] * len(found)
+    listing = []
+    for wnid in folders:
+        names = sorted(e.name for e in os.scandir(folder / wnid) if e.name.lower().endswith(VIDEO_EXTENSIONS))
+        listing.append((wnid, names))
+        files += [folder / wnid / n for n in names]
+        labels += [label_of.get(wnid, -1)] * len(names)
     if not files:
         raise DatasetError(f"no videos under {folder} (extensions {', '.join(VIDEO_EXTENSIONS)})")
+    if method not in ("crop", "resize"):
+        raise ValueError(f"unknown ImageNet-P method {method!r}; valid: crop, resize")
     positions = seeded_subset(len(files), limit, seed)
-    c, h, w = (int(v) for v in input_size)
+    c, h, w = (int(v) for v in meta["input_size"])
+    interpolation = str(meta.get("interpolation") or "bilinear")
+    h_ = hashlib.sha1(f"{listing_digest(listing)}|{sorted(label_of.items())}|{method}|{c}x{h}x{w}|"
+                      f"{interpolation if method == 'resize' else ''}".encode())
+    h_.update(positions.numpy().tobytes())
     return VideoSequences(name="imagenet-p", folder=folder, files=[files[i] for i in positions.tolist()],
                           labels=torch.tensor(labels, dtype=torch.long)[positions], indices=positions,
-                          input_size=(c, h, w))
+                          input_size=(c, h, w), method=method, interpolation=interpolation,
+                          identity=h_.hexdigest()[:16])

@@ -23,15 +23,16 @@ import torch
 
 from nst_core.checkpoint import atomic_write
 
+SCHEMA_VERSION = 2  # 1: no data_id; 2: data_id (the exact images) is part of every measurement's identity
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     model TEXT NOT NULL, checkpoint_sha256 TEXT, run TEXT, generation INTEGER, suite TEXT NOT NULL,
     dataset TEXT NOT NULL, corruption TEXT, severity INTEGER, attack TEXT, eps REAL, metric TEXT NOT NULL,
-    value REAL, n INTEGER, settings TEXT, created TEXT NOT NULL
+    value REAL, n INTEGER, settings TEXT, created TEXT NOT NULL, data_id TEXT
 );
-CREATE UNIQUE INDEX IF NOT EXISTS results_key ON results (
-    model, IFNULL(checkpoint_sha256, ''), suite, dataset, IFNULL(corruption, ''), IFNULL(severity, -1),
-    IFNULL(attack, ''), IFNULL(eps, -1.0), metric, IFNULL(n, -1)
+CREATE UNIQUE INDEX IF NOT EXISTS results_id ON results (
+    model, IFNULL(checkpoint_sha256, ''), suite, dataset, IFNULL(data_id, ''), IFNULL(corruption, ''),
+    IFNULL(severity, -1), IFNULL(attack, ''), IFNULL(eps, -1.0), metric, IFNULL(n, -1)
 );
 CREATE TABLE IF NOT EXISTS models (
     model TEXT NOT NULL, checkpoint_sha256 TEXT, run TEXT, generation INTEGER, source TEXT, meta TEXT
@@ -39,16 +40,24 @@ CREATE TABLE IF NOT EXISTS models (
 CREATE UNIQUE INDEX IF NOT EXISTS models_key ON models (model, IFNULL(checkpoint_sha256, ''));
 CREATE TABLE IF NOT EXISTS per_image (
     model TEXT NOT NULL, checkpoint_sha256 TEXT, suite TEXT NOT NULL, dataset TEXT NOT NULL, corruption TEXT,
-    severity INTEGER, attack TEXT, eps REAL, correct BLOB NOT NULL, n INTEGER NOT NULL
+    severity INTEGER, attack TEXT, eps REAL, correct BLOB NOT NULL, n INTEGER NOT NULL, data_id TEXT
 );
-CREATE UNIQUE INDEX IF NOT EXISTS per_image_key ON per_image (
-    model, IFNULL(checkpoint_sha256, ''), suite, dataset, IFNULL(corruption, ''), IFNULL(severity, -1),
-    IFNULL(attack, ''), IFNULL(eps, -1.0), n
+CREATE UNIQUE INDEX IF NOT EXISTS per_image_id ON per_image (
+    model, IFNULL(checkpoint_sha256, ''), suite, dataset, IFNULL(data_id, ''), IFNULL(corruption, ''),
+    IFNULL(severity, -1), IFNULL(attack, ''), IFNULL(eps, -1.0), n
 );
+"""
+# Version 1 stores gain the data_id column (NULL: those rows never match a new measurement, so nothing measured on
+# other images is read back); their old unique indexes are replaced by ones that include it.
+MIGRATE_1_TO_2 = """
+ALTER TABLE results ADD COLUMN data_id TEXT;
+ALTER TABLE per_image ADD COLUMN data_id TEXT;
+DROP INDEX IF EXISTS results_key;
+DROP INDEX IF EXISTS per_image_key;
 """
 
 RESULT_COLUMNS = ("model", "checkpoint_sha256", "run", "generation", "suite", "dataset", "corruption", "severity",
-                  "attack", "eps", "metric", "value", "n", "settings", "created")
+                  "attack", "eps", "metric", "value", "n", "settings", "created", "data_id")
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class Cell:
     severity: int | None = None
     attack: str | None = None
     eps: float | None = None
+    data_id: str | None = None  # the exact images (`eval.datasets.EvalSet.identity`): source, transform, subset
 
     def row(self, metric: str, value: float | None, n: int | None, settings: Mapping[str, Any] | None = None,
             created: str | None = None) -> dict[str, Any]:
@@ -76,7 +86,7 @@ class Cell:
 
     def where(self) -> tuple[str, list[Any]]:
         """SQL condition (NULL-safe) and parameters selecting this cell's rows."""
-        cols = ("model", "checkpoint_sha256", "suite", "dataset", "corruption", "severity", "attack", "eps")
+        cols = ("model", "checkpoint_sha256", "suite", "dataset", "data_id", "corruption", "severity", "attack", "eps")
         return " AND ".join(f"{c} IS ?" for c in cols), [getattr(self, c) for c in cols]
 
     def describe(self) -> str:
@@ -103,8 +113,24 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(":memory:" if self.path is None else str(self.path), timeout=60)
         self.conn.row_factory = sqlite3.Row
+        self._create_or_migrate()
+
+    def _create_or_migrate(self) -> None:
+        """Create the tables, or bring a version-1 store to `SCHEMA_VERSION`; a newer store is an error."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        has_results = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone() is not None
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"{self.path} is a results store of schema version {version}, newer than this "
+                             f"nst-eval understands ({SCHEMA_VERSION}): upgrade nst-robustness, or write to another "
+                             "--out")
         with self.conn:
+            if has_results and version < 2:
+                columns = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
+                if "data_id" not in columns:
+                    self.conn.executescript(MIGRATE_1_TO_2)
             self.conn.executescript(SCHEMA)
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close the connection."""
@@ -153,9 +179,9 @@ class ResultStore:
                 bits = np.packbits(correct.detach().cpu().numpy().astype(bool)).tobytes()
                 self.conn.execute(
                     "INSERT OR REPLACE INTO per_image (model, checkpoint_sha256, suite, dataset, corruption, "
-                    "severity, attack, eps, correct, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "severity, attack, eps, correct, n, data_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (cell.model, cell.checkpoint_sha256, cell.suite, cell.dataset, cell.corruption, cell.severity,
-                     cell.attack, cell.eps, bits, int(correct.numel())))
+                     cell.attack, cell.eps, bits, int(correct.numel()), cell.data_id))
 
     def rows(self, **where: Any) -> list[dict[str, Any]]:
         """Result rows matching column=value filters (None matches NULL)."""
@@ -204,4 +230,4 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-__all__ = ["Cell", "ResultStore", "write_summary", "now", "RESULT_COLUMNS", "SCHEMA"]
+__all__ = ["Cell", "ResultStore", "write_summary", "now", "RESULT_COLUMNS", "SCHEMA", "SCHEMA_VERSION"]

@@ -1,7 +1,9 @@
 """Datasets as uint8 images at the model's input size: Fashion-MNIST (IDX files) or ImageFolder trees.
 
-One documented transform turns any image into a model input (`to_model_input`): resize to H x W (bilinear,
-antialiased; ImageFolder images: short side to H / crop_pct, then center crop) and grey replicated to C channels.
+In-memory images (Fashion-MNIST) become model inputs through `to_model_input`: resize to H x W (bilinear,
+antialiased) and grey replicated to C channels. Image files (ImageFolder trees) go through the one eval transform
+that evaluation uses too (`nst_core.images.EvalTransform`: timm's `create_transform` with the config's crop_pct,
+crop_mode and interpolation), and class folders sort numerically when all are numbers.
 Pixels stay uint8 until a batch is made; models take floats in [0, 1] and normalise inside.
 """
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from nst_core.config import DataConfig
+from nst_core.images import IMAGE_EXTENSIONS, EvalTransform, ImageError, class_folders, list_images
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -31,7 +33,6 @@ FASHION_MNIST_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class DataError(ValueError):
@@ -49,7 +50,7 @@ class ImageSet(Dataset):
         images: torch.Tensor | None = None,
         paths: list[Path] | None = None,
         input_size: tuple[int, int, int] | None = None,
-        crop_pct: float = 0.875,
+        transform: EvalTransform | None = None,
         classes: list[str] | None = None,
     ) -> None:
         if (images is None) == (paths is None):
@@ -60,7 +61,7 @@ class ImageSet(Dataset):
         self.images = images
         self.paths = paths
         self.input_size = tuple(images.shape[1:]) if images is not None else tuple(input_size)
-        self.crop_pct = crop_pct
+        self.transform = transform or EvalTransform(tuple(self.input_size))
         self.classes = classes or [str(i) for i in range(num_classes)]
 
     def __len__(self) -> int:
@@ -69,7 +70,10 @@ class ImageSet(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self.images is not None:
             return self.images[index], int(self.labels[index])
-        return read_image(self.paths[index], self.input_size, self.crop_pct), int(self.labels[index])
+        try:
+            return self.transform(self.paths[index]), int(self.labels[index])
+        except ImageError as exc:
+            raise DataError(str(exc)) from None
 
     def subset(self, indices: torch.Tensor | list[int]) -> "ImageSet":
         """The images at `indices`, in that order."""
@@ -78,7 +82,7 @@ class ImageSet(Dataset):
             labels=self.labels[idx], num_classes=self.num_classes, name=self.name,
             images=None if self.images is None else self.images[idx],
             paths=None if self.paths is None else [self.paths[i] for i in idx.tolist()],
-            input_size=self.input_size, crop_pct=self.crop_pct, classes=self.classes,
+            input_size=self.input_size, transform=self.transform, classes=self.classes,
         )
 
 
@@ -154,24 +158,6 @@ def to_model_input(images: torch.Tensor, input_size: list[int] | tuple[int, ...]
         weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         return (x.float() * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
     raise DataError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
-
-
-def read_image(path: Path, input_size: tuple[int, ...], crop_pct: float = 0.875) -> torch.Tensor:
-    """Decode one image file: short side to H / crop_pct, center crop to H x W; uint8 [C, H, W]."""
-    channels, height, width = input_size
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if channels == 3 else "L")
-            scale = min(height, width) / crop_pct / min(img.size)
-            size = (max(width, round(img.size[0] * scale)), max(height, round(img.size[1] * scale)))
-            img = img.resize(size, Image.BILINEAR)
-            left, top = (size[0] - width) // 2, (size[1] - height) // 2
-            img = img.crop((left, top, left + width, top + height))
-            array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
-    array = array[:, :, None] if array.ndim == 2 else array
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def split_labeled(labels: torch.Tensor, per_class: int, seed: int, classes: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,7 +246,8 @@ def _load_train_test(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
         test = _fashion_set(read_idx(root, FASHION_MNIST_FILES["test_images"]),
                             read_idx(root, FASHION_MNIST_FILES["test_labels"]), cfg, "fashion_mnist-test")
         return train, test
-    return _folder_set(cfg.data_dir, cfg, "data_dir"), _folder_set(cfg.test_dir, cfg, "test_dir")
+    train = _folder_set(cfg.data_dir, cfg, "data_dir")
+    return train, _folder_set(cfg.test_dir, cfg, "test_dir", train.classes)
 
 
 def _fashion_set(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, name: str) -> ImageSet:
@@ -268,17 +255,32 @@ def _fashion_set(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, name: 
     return ImageSet(torch.from_numpy(labels.astype(np.int64)), 10, name, images=pixels, classes=FASHION_MNIST_CLASSES)
 
 
-def _folder_set(root: str | None, cfg: DataConfig, key: str) -> ImageSet:
-    from torchvision.datasets.folder import find_classes, make_dataset
+def image_transform(cfg: DataConfig) -> EvalTransform:
+    """The one eval transform of a run's image files (timm's `create_transform`; see `nst_core.images`)."""
+    return EvalTransform(tuple(cfg.input_size), cfg.crop_pct, cfg.crop_mode, cfg.interpolation)
 
+
+def _folder_set(root: str | None, cfg: DataConfig, key: str, classes: list[str] | None = None) -> ImageSet:
+    """An ImageFolder tree; `classes` (the training tree's) must be exactly its class folders, else a DataError."""
     if not root or not Path(root).is_dir():
         raise DataError(f"data.{key} = {root!r} is not a folder; point it at an ImageFolder tree (<root>/<class>/*.jpg)")
-    classes, class_to_idx = find_classes(root)
-    samples = make_dataset(root, class_to_idx, extensions=IMAGE_EXTENSIONS)
-    return ImageSet(
-        torch.tensor([label for _, label in samples]), len(classes), Path(root).name,
-        paths=[Path(p) for p, _ in samples], input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct, classes=classes,
-    )
+    found = class_folders(root)
+    if not found:
+        raise DataError(f"data.{key} = {root!r} has no class folders; expected <root>/<class>/*.jpg")
+    if classes is not None and found != classes:
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        raise DataError(f"data.{key} = {root!r} does not have the classes of data.data_dir: missing {missing[:8]}, "
+                        f"extra {extra[:8]}. Labels are positions in the class list, so both trees need the same "
+                        "class folders")
+    listing = list_images(root, found)
+    empty = [folder for folder, names in listing if not names]
+    if empty:
+        raise DataError(f"data.{key} = {root!r}: class folders {empty[:8]} hold no images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folders")
+    paths = [Path(root) / folder / name for folder, names in listing for name in names]
+    labels = [i for i, (_, names) in enumerate(listing) for _ in names]
+    return ImageSet(torch.tensor(labels), len(found), Path(root).name, paths=paths, input_size=tuple(cfg.input_size),
+                    transform=image_transform(cfg), classes=found)
 
 
 def _folder_unlabeled(cfg: DataConfig) -> ImageSet:
@@ -289,4 +291,4 @@ def _folder_unlabeled(cfg: DataConfig) -> ImageSet:
     if not paths:
         raise DataError(f"data.unlabeled_dir {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return ImageSet(torch.full((len(paths),), -1), 0, root.name, paths=paths,
-                    input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct)
+                    input_size=tuple(cfg.input_size), transform=image_transform(cfg))

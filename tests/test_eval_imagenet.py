@@ -35,7 +35,7 @@ class Brightness(nn.Module):
 
 
 META = {"name": "brightness", "num_classes": 2, "input_size": [3, 8, 8], "sha256": None, "crop_pct": 0.875,
-        "interpolation": "bilinear", "source": "test"}
+        "interpolation": "bilinear", "source": "test", "classes": WNIDS}
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -74,7 +74,8 @@ def imagenet_trees(tmp_path_factory) -> dict[str, Path]:
 
 def test_imagenet_c_reader_gives_the_right_cells_and_ce(imagenet_trees, tmp_path):
     data = eval.DataSources(val=imagenet_trees["val"], imagenet_c=imagenet_trees["c"])
-    rows = eval.evaluate(Brightness().eval(), META, "clean,corruption", data=data, out=tmp_path, progress=False)
+    rows = eval.evaluate(Brightness().eval(), META, "clean,corruption", data=data, out=tmp_path, progress=False,
+                         imagenet_c_method="crop")  # the stand-in files are 12 px: crop as for 224-px files
     top1 = {(r["corruption"], r["severity"]): r["value"] for r in rows
             if r["metric"] == "top1" and r["suite"] == "corruption"}
     assert len(top1) == 95
@@ -109,13 +110,15 @@ def test_missing_severity_is_an_error_naming_it_and_keeps_stored_cells(imagenet_
     shutil.rmtree(tree / "fog" / "3")
     data = eval.DataSources(val=imagenet_trees["val"], imagenet_c=tree)
     with pytest.raises(DatasetError, match=r"fog/3"):
-        eval.evaluate(Brightness().eval(), META, "corruption", data=data, out=tmp_path / "out", progress=False)
+        eval.evaluate(Brightness().eval(), META, "corruption", data=data, out=tmp_path / "out", progress=False,
+                      imagenet_c_method="crop")
     with ResultStore(tmp_path / "out" / "results.sqlite") as store:
         stored = {(r["corruption"], r["severity"]) for r in store.rows(suite="corruption", metric="top1")}
     assert ("frost", 5) in stored and ("fog", 2) in stored and ("fog", 3) not in stored
     shutil.rmtree(tree / "fog")
     with pytest.raises(DatasetError, match=r"folder missing: .*fog"):
-        eval.evaluate(Brightness().eval(), META, "corruption", data=data, store=ResultStore(None), progress=False)
+        eval.evaluate(Brightness().eval(), META, "corruption", data=data, store=ResultStore(None), progress=False,
+                      imagenet_c_method="crop")
 
 
 def test_imagenet_c_is_center_cropped_never_resized(imagenet_trees):
@@ -178,8 +181,8 @@ def test_class_count_mismatch_unreadable_image_and_nan_logits(imagenet_trees, tm
     val = tmp_path / "val"
     shutil.copytree(imagenet_trees["val"], val)
     data = eval.DataSources(val=val)
-    with pytest.raises(EvaluationError, match=r"has 3 classes but imagenet .* has 2"):
-        eval.evaluate(Brightness().eval(), {**META, "num_classes": 3}, "clean", data=data, progress=False)
+    with pytest.raises(DatasetError, match=r"class folders \['n01440764', 'n01443537'\] are not among the model's"):
+        eval.evaluate(Brightness().eval(), {**META, "classes": ["cat", "dog"]}, "clean", data=data, progress=False)
 
     class NaNModel(Brightness):
         def forward(self, x):

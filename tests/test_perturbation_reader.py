@@ -12,6 +12,10 @@ from eval.imagenet_p import imagenet_p_sequences, perturbation_folder, read_vide
 FRAMES, SIZE = 6, 48
 
 
+def meta(size: int, classes: list[str] | None = None, num_classes: int = 3) -> dict:
+    return {"input_size": [3, size, size], "classes": classes, "num_classes": num_classes}
+
+
 def write_video(path: Path, frames: np.ndarray) -> None:
     """H.264 video of uint8 [T, H, W, 3] frames, as the benchmark's videos are."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +54,7 @@ def test_read_video_decodes_every_frame(tree):
 
 
 def test_sequences_layout_labels_and_center_crop(tree):
-    seqs = imagenet_p_sequences(tree, "rotate", (3, 32, 32), classes=["n01", "n02", "n03"])
+    seqs = imagenet_p_sequences(tree, "rotate", meta(32, ["n01", "n02", "n03"]), method="crop")
     assert len(seqs) == 2 and seqs.labels.tolist() == [0, 1]
     batches = list(seqs.batches(batch_size=8))
     assert len(batches) == 1
@@ -58,8 +62,20 @@ def test_sequences_layout_labels_and_center_crop(tree):
     assert tuple(frames.shape) == (2, FRAMES, 3, 32, 32) and labels.tolist() == [0, 1]
     full = read_video(tree / "rotate" / "n01" / "a.mp4")
     assert torch.equal(frames[0], full[..., 8:40, 8:40])
-    unknown = imagenet_p_sequences(tree, "rotate", (3, 32, 32))  # not the full 1000 classes: labels unknown
+    unknown = imagenet_p_sequences(tree, "rotate", meta(32))  # a model without class names: labels unknown
     assert unknown.labels.tolist() == [-1, -1]
+    resized = imagenet_p_sequences(tree, "rotate", meta(32, ["n01", "n02", "n03"]), method="resize")
+    frames = resized.read(0)
+    assert tuple(frames.shape) == (FRAMES, 3, 32, 32) and resized.identity != seqs.identity
+    # the whole frame, shrunk: the left and right edges of the 0..60 gradient are still there
+    assert int(frames[0, 0, 16, -1]) - int(frames[0, 0, 16, 0]) > 45
+
+
+def test_sequences_map_classes_by_name_whatever_subset(tree):
+    seqs = imagenet_p_sequences(tree, "rotate", meta(32, ["n00", "n01", "n02"]))
+    assert seqs.labels.tolist() == [1, 2]
+    with pytest.raises(DatasetError, match=r"\['n01', 'n02'\] are not among the model's classes"):
+        imagenet_p_sequences(tree, "rotate", meta(32, ["cat", "dog"], 2))
 
 
 def test_difficulty_folders():
@@ -69,14 +85,14 @@ def test_difficulty_folders():
 
 def test_missing_folder_and_unreadable_video_are_named(tree, tmp_path):
     with pytest.raises(DatasetError, match="gaussian_noise_3"):
-        imagenet_p_sequences(tree, "gaussian_noise", (3, 32, 32), difficulty=3)
+        imagenet_p_sequences(tree, "gaussian_noise", meta(32), difficulty=3)
     with pytest.raises(DatasetError, match="not found"):
-        imagenet_p_sequences(tmp_path / "nowhere", "rotate", (3, 32, 32))
+        imagenet_p_sequences(tmp_path / "nowhere", "rotate", meta(32))
     bad = tmp_path / "p" / "rotate" / "n01" / "broken.mp4"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not a video at all")
-    seqs = imagenet_p_sequences(tmp_path / "p", "rotate", (3, 32, 32))
+    seqs = imagenet_p_sequences(tmp_path / "p", "rotate", meta(32))
     with pytest.raises(DatasetError, match="broken.mp4"):
         next(seqs.batches(4))
     with pytest.raises(DatasetError, match="smaller than the model's input"):
-        imagenet_p_sequences(tree, "rotate", (3, 64, 64)).read(0)
+        imagenet_p_sequences(tree, "rotate", meta(64)).read(0)

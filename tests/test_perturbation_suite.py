@@ -46,7 +46,7 @@ def test_suite_rows_baseline_and_resume(clean, tmp_path):
     by = {(r["corruption"], r["metric"]): r for r in rows}
     for p in EVALUATED_PERTURBATIONS:
         for m in ("fp", "t5d", "top1", "fr", "t5d_rel"):
-            assert (p, m) in by and by[(p, m)]["n"] == 4 and by[(p, m)]["dataset"] == "toy-p"
+            assert (p, m) in by and by[(p, m)]["n"] == 4 and by[(p, m)]["dataset"] == "toy-p/torch"
         assert 0.0 <= by[(p, "fp")]["value"] <= 1.0
     base_rows = {(r["corruption"], r["metric"]): r["value"] for r in store.rows(model="model2")}
     for p in EVALUATED_PERTURBATIONS:  # the baseline's own values are stored, and FR is relative to them
@@ -91,7 +91,8 @@ def test_imagenet_p_videos_without_baseline(tmp_path):
 
     for i, wnid in enumerate(["n01", "n02"]):
         write_video(tmp_path / "p" / "rotate" / wnid / f"v{i}.mp4", ramp_frames(10 * i))
-    options = EvalOptions(progress=False, perturbations=["rotate"], perturbation_difficulty=2)
+    options = EvalOptions(progress=False, perturbations=["rotate"], perturbation_difficulty=2,
+                          imagenet_p_method="crop")  # 48-px stand-in videos, as 224-px ones at 224
     ctx = EvalContext(tiny_model(0), meta("m"), ResultStore(None), DataSources(imagenet_p=tmp_path / "p"), options)
     rows = SUITES["perturbation"].run(ctx)
     by = {r["metric"]: r for r in rows}

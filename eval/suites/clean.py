@@ -10,7 +10,8 @@ from eval.suites import register_suite
 def measure_clean(ctx: EvalContext) -> dict[str, dict[str, Any]]:
     """The clean cell's rows {metric: row} (stored or computed); other suites use it for relative figures."""
     data = ctx.clean_set()
-    return ctx.measure(ctx.cell("clean", data.name), len(data), data, {"root": data.info.get("root")})
+    return ctx.measure(ctx.cell("clean", data.name, data_id=data.identity), len(data), data,
+                       {"root": data.info.get("root")})
 
 
 def has_clean(ctx: EvalContext) -> bool:

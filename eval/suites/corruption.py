@@ -1,7 +1,9 @@
 """`corruption`: top-1 per (corruption, severity), CE / relative CE per corruption, mCE, relative mCE, mean accuracy.
 
-Data: ImageNet-C from disk with --imagenet-c (center crop only); otherwise the run's test set corrupted on the
-fly by `eval.corruptions` (all 19 x 5, seeded per image, cached on disk). Baseline: on ImageNet the AlexNet
+Data (`corruption_method`): ImageNet-C from disk with --imagenet-c, center-cropped at 224 px (`imagenet-c`) or
+resized to another model size (`imagenet-c-resized`); otherwise the clean set (ImageNet val: a seeded 1,000-image
+subset by default; the run's test set) corrupted by `eval.corruptions` at the model's size (`<clean>-c/<backend>`,
+all 19 x 5, seeded per image, cached on disk). Baseline: on ImageNet the AlexNet
 table (clean error 0.4348); elsewhere a model evaluated here on the same images, by default the run's gen0
 (`--baseline` to choose). The baseline is named in every derived row's settings and in summary.json.
 The 4 extra ImageNet-C corruptions are skipped when their folder is absent from --imagenet-c (a missing
@@ -9,13 +11,14 @@ severity of a present corruption, or a missing common corruption, is an error).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from eval.context import EvalContext
-from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS
-from eval.datasets import corrupted_set, corruption_cache_dir, imagenet_c_set, imagenet_classes
+from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, ENGINE_VERSION, EXTRA_CORRUPTIONS
+from eval.datasets import corrupted_set, corruption_cache_dir, imagenet_c_set, seeded_subset
 from eval.metrics import ALEXNET_CLEAN_ERROR, ALEXNET_NAME, SEVERITIES, alexnet_errors, corruption_summary
 from eval.metrics import mean_corruption_accuracy
 from eval.suites import register_suite
@@ -23,33 +26,83 @@ from eval.suites.clean import has_clean, measure_clean
 
 log = logging.getLogger(__name__)
 SUITE = "corruption"
+OFFICIAL_SIZE = (224, 224)  # ImageNet-C and -P files are 224 x 224
+IMAGENET_GENERATED_LIMIT = 1000  # default images per generated ImageNet-C cell (75 cells: 75,000 generated images)
 
 
-def corruption_cells(ctx: EvalContext) -> tuple[str, int, dict[str, list[float]], list[dict[str, Any]]]:
-    """Measure (or read back) every (corruption, severity) cell: (dataset, n, errors {c: [s1..s5]}, rows)."""
+def corruption_method(ctx: EvalContext) -> str:
+    """How this model gets ImageNet-C: `crop` / `resize` (official 224-px files), or `generate` (from the clean set).
+
+    `--imagenet-c-method auto` (the default): official files center-cropped at 224 px, resized at any other size;
+    without `--imagenet-c`, generated from the clean set at the model's size (off ImageNet always). An explicit
+    `crop` at another size center-crops the files (a 64-px model then sees the middle 64 x 64 of each image).
+    Raises `ValueError` for a method the data cannot give.
+    """
+    method = ctx.options.imagenet_c_method
+    official = ctx.data.imagenet_c is not None
+    size = tuple(int(v) for v in ctx.meta["input_size"][1:])
+    if method == "auto":
+        if official:
+            return "crop" if size == OFFICIAL_SIZE else "resize"
+        return "generate"
+    if method in ("crop", "resize") and not official:
+        raise ValueError(f"--imagenet-c-method {method} reads the official ImageNet-C files: give --imagenet-c")
+    if method not in ("crop", "resize", "generate"):
+        raise ValueError(f"unknown --imagenet-c-method {method!r}; valid: auto, crop, resize, generate")
+    return method
+
+
+def generated_limit(ctx: EvalContext) -> int | None:
+    """Images generated per cell: --corruption-limit, else --limit; on ImageNet at most 1,000 by default."""
+    o = ctx.options
+    if o.corruption_limit is not None:
+        return o.corruption_limit
+    if ctx.data.is_imagenet:
+        return min(o.limit or IMAGENET_GENERATED_LIMIT, IMAGENET_GENERATED_LIMIT)
+    return o.limit
+
+
+def generator_settings(ctx: EvalContext) -> dict[str, Any]:
+    """What makes generated images what they are (part of their identity and every row's settings)."""
+    o = ctx.options
+    return {"method": "generate", "backend": o.corruption_backend, "corruption_seed": o.seed,
+            "engine_version": ENGINE_VERSION}
+
+
+def corruption_cells(ctx: EvalContext) -> tuple[str, int, dict[str, list[float]], list[dict[str, Any]], str]:
+    """Measure (or read back) every (corruption, severity) cell: (dataset, n, errors {c: [s1..s5]}, rows, data_id)."""
     o = ctx.options
     names = list(o.corruptions or ALL_CORRUPTIONS)
     errors: dict[str, list[float]] = {}
     rows: list[dict[str, Any]] = []
-    n = 0
-    if ctx.data.imagenet_c is not None:
+    method = corruption_method(ctx)
+    if method != "generate":
         root = Path(ctx.data.imagenet_c)
-        classes = imagenet_classes(ctx.data.val) if ctx.data.val is not None else None
+        ids: list[str] = []
+        n = 0
         dataset = "imagenet-c"
         for c in names:
             if o.corruptions is None and c in EXTRA_CORRUPTIONS and not (root / c).is_dir():
                 log.warning("ImageNet-C extra corruption %s not found under %s: skipped", c, root)
                 continue
             for s in SEVERITIES:
-                data = imagenet_c_set(root, c, s, ctx.meta, classes, o.limit, o.seed)
-                n = len(data)
-                cell_rows = ctx.measure(ctx.cell(SUITE, dataset, c, s), n, data, {"root": str(root)})
+                data = imagenet_c_set(root, c, s, ctx.meta, o.limit, o.seed, method=method)
+                dataset, n = data.name, len(data)
+                ids.append(data.identity)
+                cell_rows = ctx.measure(ctx.cell(SUITE, dataset, c, s, data_id=data.identity), n, data,
+                                        {"root": str(root), "method": method})
                 errors.setdefault(c, []).append(1.0 - cell_rows["top1"]["value"] / 100.0)
                 rows += cell_rows.values()
-        return dataset, n, errors, rows
+        return dataset, n, errors, rows, hashlib.sha1("|".join(ids).encode()).hexdigest()[:16]
 
-    clean = ctx.clean_set().materialize()
+    clean = ctx.clean_set()
+    limit = generated_limit(ctx)
+    if limit is not None and limit < len(clean):
+        clean = clean.subset(seeded_subset(len(clean), limit, o.seed))
+    clean = clean.materialize(o.batch_size, o.workers)
     dataset = f"{clean.name}-c/{o.corruption_backend}"
+    settings = generator_settings(ctx)
+    data_id = hashlib.sha1(f"{clean.identity}|{sorted(settings.items())}".encode()).hexdigest()[:16]
     folder: list[Path] = []
 
     def make(c: str, s: int):
@@ -60,22 +113,22 @@ def corruption_cells(ctx: EvalContext) -> tuple[str, int, dict[str, list[float]]
     n = len(clean)
     for c in names:
         for s in SEVERITIES:
-            cell_rows = ctx.measure(ctx.cell(SUITE, dataset, c, s), n, lambda c=c, s=s: make(c, s),
-                                    {"backend": o.corruption_backend, "corruption_seed": o.seed})
+            cell_rows = ctx.measure(ctx.cell(SUITE, dataset, c, s, data_id=data_id), n,
+                                    lambda c=c, s=s: make(c, s), {**settings, "generated_from": clean.name})
             errors.setdefault(c, []).append(1.0 - cell_rows["top1"]["value"] / 100.0)
             rows += cell_rows.values()
-    return dataset, n, errors, rows
+    return dataset, n, errors, rows, data_id
 
 
 def _clean_error(ctx: EvalContext) -> float | None:
     return 1.0 - measure_clean(ctx)["top1"]["value"] / 100.0 if has_clean(ctx) else None
 
 
-@register_suite(SUITE, supports=lambda ctx: ctx.data.imagenet_c is not None or not ctx.data.is_imagenet,
-                requirement="ImageNet needs the ImageNet-C root (--imagenet-c)", order=10)
+@register_suite(SUITE, supports=lambda ctx: ctx.data.imagenet_c is not None or has_clean(ctx),
+                requirement="ImageNet needs the ImageNet-C root (--imagenet-c) or --val to generate it from", order=10)
 def corruption(ctx: EvalContext) -> list[dict[str, Any]]:
     """Every cell, then the derived CE figures against the baseline."""
-    dataset, n, errors, rows = corruption_cells(ctx)
+    dataset, n, errors, rows, data_id = corruption_cells(ctx)
     clean_error = _clean_error(ctx)
     if ctx.data.is_imagenet:
         base, base_clean, base_name = alexnet_errors(), ALEXNET_CLEAN_ERROR, ALEXNET_NAME
@@ -89,16 +142,21 @@ def corruption(ctx: EvalContext) -> list[dict[str, Any]]:
             base_name = bctx.model_name
             base = errors if bctx is ctx else corruption_cells(bctx)[2]
             base_clean = _clean_error(bctx)
+    method = corruption_method(ctx)
     settings = ctx.settings(baseline=base_name, baseline_clean_error=base_clean, clean_error=clean_error,
-                            backend=None if ctx.data.imagenet_c is not None else ctx.options.corruption_backend)
+                            method=method, backend=ctx.options.corruption_backend if method == "generate" else None)
+    if ctx.data.is_imagenet and method != "crop":
+        settings["baseline_note"] = (f"the AlexNet errors were measured on the official 224-px ImageNet-C; these "
+                                     f"images are {'resized' if method == 'resize' else 'generated'}, so CE and mCE "
+                                     "against them are approximate")
     derived: list[dict[str, Any]] = []
-    cell = ctx.cell(SUITE, dataset)
+    cell = ctx.cell(SUITE, dataset, data_id=data_id)
     if base is not None:
         summary = corruption_summary(errors, clean_error, base, base_clean)
         for c, v in summary["ce"].items():
-            derived.append(ctx.cell(SUITE, dataset, c).row("ce", v, n, settings))
+            derived.append(ctx.cell(SUITE, dataset, c, data_id=data_id).row("ce", v, n, settings))
         for c, v in (summary["relative_ce"] or {}).items():
-            derived.append(ctx.cell(SUITE, dataset, c).row("relative_ce", v, n, settings))
+            derived.append(ctx.cell(SUITE, dataset, c, data_id=data_id).row("relative_ce", v, n, settings))
         for metric in ("mce", "relative_mce"):
             if summary[metric] is not None:
                 derived.append(cell.row(metric, summary[metric], n, settings))

@@ -14,6 +14,6 @@ def natural_adversarial(ctx: EvalContext) -> list[dict[str, Any]]:
     """ImageNet-A accuracy of a 1000-class model, logits restricted to A's 200 classes."""
     o = ctx.options
     data = imagenet_a_set(ctx.data.imagenet_a, ctx.meta, o.limit, o.seed)
-    rows = ctx.measure(ctx.cell("natural-adversarial", data.name), len(data), data,
+    rows = ctx.measure(ctx.cell("natural-adversarial", data.name, data_id=data.identity), len(data), data,
                        {"root": str(ctx.data.imagenet_a), "mask": "timm/data/_info/imagenet_a_indices.txt"})
     return list(rows.values())

@@ -1,7 +1,9 @@
 """`perturbation`: ImageNet-P stability: flip probability, top-5 distance, FR / relative T5D, mFR / mT5D, frame top-1.
 
-Sequences come from the official ImageNet-P videos (`--imagenet-p`), or are generated at the model's input size
-from the clean test set (the run's own, or ImageNet val) by `eval.corruptions.perturbations`, cached on disk.
+Sequences come from the official ImageNet-P videos (`--imagenet-p`: center-cropped at 224 px, `imagenet-p`; resized
+to another model size, `imagenet-p-resized`), or are generated at the model's input size from the clean test set (the
+run's own, or ImageNet val: 100 seeded sequences per perturbation by default) by `eval.corruptions.perturbations`,
+cached on disk (`<clean>-p/torch`).
 FR and relative T5D need a baseline evaluated here on the same sequences: the run's gen0 teacher by default,
 `--baseline` otherwise (on ImageNet the AlexNet ImageNet-P values are not published in code, so a baseline must be
 named and is computed here). Options: `perturbations` (names; default all 14), `perturbation_difficulty` (1..3),
@@ -13,6 +15,7 @@ Difficulty d > 1 is part of the dataset name (`<dataset>-p-d2`); `severity` stay
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from tqdm.auto import tqdm
 
 from eval.context import EvalContext, EvaluationError
 from eval.corruptions.perturbations import GENERATOR_VERSION, cached_sequences, check_perturbation, num_frames
-from eval.datasets import DEFAULT_CACHE, imagenet_classes, seeded_subset
+from eval.datasets import DEFAULT_CACHE, seeded_subset
 from eval.imagenet_p import imagenet_p_sequences
 from eval.metrics.perturbation import (
     ALL_PERTURBATIONS,
@@ -43,6 +46,8 @@ UNITS = ("fp: fraction of frame pairs whose top-1 flips; t5d: mean top-5 distanc
          "of the baseline's value on the same sequences; top1: percent of all frames")
 IMAGENET_BASELINE_NOTE = ("the AlexNet ImageNet-P values are not published in code: FR and relative T5D are relative "
                           "to the baseline named here, evaluated by this suite on the same sequences")
+OFFICIAL_SIZE = (224, 224)  # ImageNet-P frames are 224 x 224
+IMAGENET_GENERATED_SEQUENCES = 100  # default sequences per perturbation generated from ImageNet val
 CACHE_BYTES = 64 << 20  # sequences per generated chunk (and cache file): about this many bytes
 
 
@@ -60,24 +65,49 @@ class SequenceSource:
     batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
     settings: dict[str, Any]
     class_check: Callable[[EvalContext], None]
+    data_id: str  # the exact sequences: video file list and method, or the generator's source and settings
 
 
 def perturbation_options(ctx: EvalContext) -> tuple[list[str], int, int | None]:
-    """(perturbations, difficulty, sequence limit) from the run options, validated."""
-    names = list(ctx.options.perturbations or ALL_PERTURBATIONS)
-    difficulty = int(ctx.options.perturbation_difficulty)
+    """(perturbations, difficulty, sequence limit) from the run options, validated.
+
+    The limit is --perturbation-limit, else --limit; sequences generated from ImageNet val default to a seeded
+    subset of `IMAGENET_GENERATED_SEQUENCES` (generation costs about 5 s and 65 MiB of cache per image on the CPU).
+    """
+    o = ctx.options
+    names = list(o.perturbations or ALL_PERTURBATIONS)
+    difficulty = int(o.perturbation_difficulty)
     for name in names:
         check_perturbation(name, difficulty)
-    return names, difficulty, ctx.options.perturbation_limit
+    limit = o.perturbation_limit if o.perturbation_limit is not None else o.limit
+    if o.perturbation_limit is None and ctx.data.is_imagenet and perturbation_method(ctx) == "generate":
+        limit = min(limit or IMAGENET_GENERATED_SEQUENCES, IMAGENET_GENERATED_SEQUENCES)
+    return names, difficulty, limit
+
+
+def perturbation_method(ctx: EvalContext) -> str:
+    """How this model gets ImageNet-P: `crop` / `resize` (the official 224-px videos), or `generate` (from the
+    clean set at the model's size). `auto`: videos center-cropped at 224 px, resized at other sizes; generated
+    without --imagenet-p. Raises `ValueError` for a method the data cannot give."""
+    method = ctx.options.imagenet_p_method
+    official = ctx.data.imagenet_p is not None
+    size = tuple(int(v) for v in ctx.meta["input_size"][1:])
+    if method == "auto":
+        return ("crop" if size == OFFICIAL_SIZE else "resize") if official else "generate"
+    if method in ("crop", "resize") and not official:
+        raise ValueError(f"--imagenet-p-method {method} reads the official ImageNet-P videos: give --imagenet-p")
+    if method not in ("crop", "resize", "generate"):
+        raise ValueError(f"unknown --imagenet-p-method {method!r}; valid: auto, crop, resize, generate")
+    return method
 
 
 def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit: int | None) -> SequenceSource:
-    """ImageNet-P videos when `--imagenet-p` is given, else sequences generated from the clean set."""
+    """ImageNet-P videos (`perturbation_method` crop or resize), else sequences generated from the clean set."""
     o = ctx.options
-    if ctx.data.imagenet_p is not None:
-        classes = imagenet_classes(ctx.data.val) if ctx.data.val is not None else None
-        videos = imagenet_p_sequences(ctx.data.imagenet_p, perturbation, ctx.meta["input_size"], difficulty,
-                                      classes, limit if limit is not None else o.limit, o.seed)
+    method = perturbation_method(ctx)
+    if method != "generate":
+        videos = imagenet_p_sequences(ctx.data.imagenet_p, perturbation, ctx.meta, difficulty, limit, o.seed,
+                                      method=method)
 
         def check(c: EvalContext) -> None:
             k = int(c.meta.get("num_classes") or 0)
@@ -85,8 +115,10 @@ def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit:
                 raise EvaluationError(f"{c.model_name} has {k} classes but ImageNet-P ({videos.folder}) needs an "
                                       "ImageNet-1k model (1000 classes)")
 
-        return SequenceSource(_dataset_name("imagenet-p", difficulty), len(videos),
-                              lambda bs: videos.batches(bs, o.workers), {"source": str(videos.folder)}, check)
+        name = "imagenet-p" if method == "crop" else "imagenet-p-resized"
+        return SequenceSource(_dataset_name(name, difficulty), len(videos),
+                              lambda bs: videos.batches(bs, o.workers),
+                              {"source": str(videos.folder), "method": method}, check, videos.identity)
 
     clean = ctx.clean_set()
     if limit is not None and limit < len(clean):
@@ -104,10 +136,11 @@ def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit:
                                    cache_root), labels
             start += len(images)
 
-    settings = {"source": "generated", "generator_version": GENERATOR_VERSION, "generated_from": clean.name,
-                "cache": str(cache_root / "perturbation_sequences")}
-    return SequenceSource(_dataset_name(f"{clean.name}-p", difficulty), len(clean), generated, settings,
-                          lambda model_ctx: model_ctx.check_classes(clean))
+    settings = {"source": "generated", "method": "generate", "generator_version": GENERATOR_VERSION,
+                "generated_from": clean.name, "cache": str(cache_root / "perturbation_sequences")}
+    data_id = hashlib.sha1(f"{clean.identity}|{GENERATOR_VERSION}|{o.seed}".encode()).hexdigest()[:16]
+    return SequenceSource(_dataset_name(f"{clean.name}-p/torch", difficulty), len(clean), generated, settings,
+                          lambda model_ctx: model_ctx.check_classes(clean), data_id)
 
 
 def sequence_logits(ctx: EvalContext, sequences: torch.Tensor) -> torch.Tensor:
@@ -161,7 +194,7 @@ def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: st
 def raw_values(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
                settings: dict[str, Any]) -> dict[str, float]:
     """This model's fp / t5d / top1 on the source: from the store when there, else measured and stored."""
-    cell = ctx.cell(SUITE, source.dataset, corruption=perturbation)
+    cell = ctx.cell(SUITE, source.dataset, corruption=perturbation, data_id=source.data_id)
     stored = ctx.stored(cell, source.n)
     if stored is not None and all(m in stored for m in RAW_METRICS):
         ctx.counts["stored"] += 1
@@ -188,12 +221,14 @@ def perturbation(ctx: EvalContext) -> list[dict[str, Any]]:
     top1: dict[str, float] = {}
     relative: dict[str, dict[str, float]] = {"fr": {}, "t5d_rel": {}}
     source = None
+    ids: list[str] = []
     for name in names:
         source = sequence_source(ctx, name, difficulty, limit)
+        ids.append(source.data_id)
         settings = {**common, **source.settings, "frames": num_frames(name)}
         own = raw_values(ctx, source, name, difficulty, settings)
         top1[name] = own["top1"]
-        cell = ctx.cell(SUITE, source.dataset, corruption=name)
+        cell = ctx.cell(SUITE, source.dataset, corruption=name, data_id=source.data_id)
         cell_rows = [cell.row(m, own[m], source.n, ctx.settings(**settings)) for m in RAW_METRICS]
         if base is not None:
             ref = own if base is ctx else raw_values(base, source, name, difficulty, settings)
@@ -209,7 +244,7 @@ def perturbation(ctx: EvalContext) -> list[dict[str, Any]]:
         if base is not None:
             means.update(mfr=mean_over_perturbations(relative["fr"]),
                          mt5d=mean_over_perturbations(relative["t5d_rel"]))
-        cell = ctx.cell(SUITE, source.dataset)
+        cell = ctx.cell(SUITE, source.dataset, data_id=hashlib.sha1("|".join(ids).encode()).hexdigest()[:16])
         agg_settings = {**common, "perturbations": list(EVALUATED_PERTURBATIONS)}
         if undefined := [p for p in EVALUATED_PERTURBATIONS if math.isnan(relative["fr"].get(p, 0.0))]:
             agg_settings["undefined"] = (f"the baseline never flipped on {', '.join(undefined)}: FR is undefined "
