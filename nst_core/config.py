@@ -38,6 +38,8 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.286, 0.286, 0.286])
     std: list[float] = field(default_factory=lambda: [0.353, 0.353, 0.353])
     crop_pct: float = 0.875  # imagefolder: resize the short side to H / crop_pct, then center crop
+    crop_mode: str = "center"  # imagefolder: timm's eval crop mode (center, squash, border)
+    interpolation: str = "bilinear"  # imagefolder: timm's resize interpolation (bilinear, bicubic, ...)
     num_workers: int = 0
 
 
