@@ -106,6 +106,7 @@ def train_one(cfg: RunConfig, generation: int, data: NSTData, teacher: Normalize
         "teacher": generation - 1 if generation > 0 else None, "arch": spec.arch, "model_kwargs": spec.kwargs,
         "drop_rate": drop_rate, "drop_path_rate": drop_path_rate, "num_classes": data.num_classes,
         "input_size": list(cfg.data.input_size), "mean": list(cfg.data.mean), "std": list(cfg.data.std),
+        "crop_pct": cfg.data.crop_pct, "crop_mode": cfg.data.crop_mode, "interpolation": cfg.data.interpolation,
         "classes": data.labeled.classes, "config": cfg.to_dict(), "history": history,
         "metrics": {"test_top1": test_top1, "test_n": len(data.test)},
         "data": {"labeled": len(data.labeled), "unlabeled_pool": len(data.unlabeled), "test": len(data.test)},
