@@ -41,7 +41,9 @@ def evaluate(model: nn.Module, meta: Mapping[str, Any], suite: str | list[str] =
     try:
         ctx = EvalContext(model, meta, rank_store(store), data, options, baseline)  # under torchrun rank 0 writes
         ctx.store.add_model(ctx.model_name, ctx.sha256, ctx.run, ctx.generation, meta.get("source"), meta)
-        suites = resolve_suites(suite, ctx)
+        suites, _, skipped = resolve_suites(suite, ctx)
+        for name, reason in skipped.items():
+            log.warning("%s: suite %s skipped: %s", ctx.model_name, name, reason)
         rows: list[dict[str, Any]] = []
         for s in suites:
             rows += s.run(ctx)
@@ -49,7 +51,7 @@ def evaluate(model: nn.Module, meta: Mapping[str, Any], suite: str | list[str] =
         log.info("%s: %d cells computed, %d read back from the store", ctx.model_name, ctx.counts["computed"],
                  ctx.counts["stored"])
         if out is not None and distributed.is_main():
-            write_summary(out, ctx.model_name, summarize(rows, meta))
+            write_summary(out, ctx.model_name, {**summarize(rows, meta), "skipped": skipped})
             write_examples(out, ctx, [s.name for s in suites], force=options.force)
         return rows
     finally:

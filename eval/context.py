@@ -102,13 +102,19 @@ class EvalContext:
             raise EvaluationError(f"{self.model_name}: the model is in train mode; evaluation needs model.eval()")
 
     # ------------------------------------------------------------------------------------------------ data
+    def has_clean_set(self) -> bool:
+        """Whether a clean set can be had: given, ImageNet val (--val), or the run's own test set (a checkpoint's
+        config names its data; a timm model has none)."""
+        return self._clean is not None or self.data.val is not None or bool((self.meta.get("config") or {}).get("data"))
+
     def clean_set(self) -> EvalSet:
         """The clean test set (ImageNet val when --val is given, else the run's test set), `limit` applied."""
         if self._clean is None:
             if self.data.val is not None:
                 self._clean = imagenet_val_set(self.data.val, self.meta, self.options.limit, self.options.seed)
-            elif self.data.is_imagenet:
-                raise DatasetError("ImageNet evaluation needs --val (the ImageFolder val tree) for clean accuracy")
+            elif not self.has_clean_set():
+                raise DatasetError(f"{self.model_name} carries no test set of its own: give --val (an ImageFolder "
+                                   "val tree) for clean accuracy")
             else:
                 self._clean = clean_test_set(self.meta, self.options.limit, self.options.seed)
         return self._clean

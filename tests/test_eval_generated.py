@@ -94,13 +94,18 @@ def test_robustness_expands_to_the_suites_the_data_supports(quick_run):
     from nst_core import load_model
 
     model, meta = load_model(quick_run / "gen0")
-    own = {s.name for s in resolve_suites("robustness", EvalContext(model, meta))}
-    assert {"clean", "corruption", "adversarial"} <= own and "natural-adversarial" not in own
-    a_only = {s.name for s in resolve_suites("robustness", EvalContext(model, meta,
-                                                                       data=eval.DataSources(imagenet_a="/x")))}
-    assert "natural-adversarial" in a_only and "clean" not in a_only and "corruption" not in a_only
+    suites, plans, skipped = resolve_suites("robustness", EvalContext(model, meta))
+    own = {s.name for s in suites}
+    assert {"clean", "corruption", "adversarial", "perturbation"} <= own and "natural-adversarial" not in own
+    assert {p.suite: p.cells for p in plans} == {"clean": 1, "corruption": 95, "adversarial": 10, "perturbation": 14}
+    # ImageNet-A that does not fit (a missing folder here; a 10-class model below) is skipped, the rest still run
+    suites, _, skipped = resolve_suites("robustness", EvalContext(model, meta, data=eval.DataSources(imagenet_a="/x")))
+    assert "not found: /x" in skipped["natural-adversarial"]
+    assert {"clean", "corruption", "adversarial", "perturbation"} <= {s.name for s in suites}
     with pytest.raises(ValueError, match="--imagenet-a"):
         resolve_suites("natural-adversarial", EvalContext(model, meta))
+    with pytest.raises(ValueError, match=r"unknown attack\(s\) \['fgsn'\]"):
+        resolve_suites("adversarial", EvalContext(model, meta, options=eval.EvalOptions(attacks=["fgsn"])))
     with pytest.raises(ValueError, match="unknown suite 'bogus'"):
         resolve_suites("clean,bogus", EvalContext(model, meta))
 

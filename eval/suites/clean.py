@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from eval.context import EvalContext
-from eval.suites import register_suite
+from eval.suites import PlanItem, register_suite
 
 
 def measure_clean(ctx: EvalContext) -> dict[str, dict[str, Any]]:
@@ -15,14 +15,21 @@ def measure_clean(ctx: EvalContext) -> dict[str, dict[str, Any]]:
 
 
 def has_clean(ctx: EvalContext) -> bool:
-    """Whether a clean test set is there: the run's own, or ImageNet val given with --val."""
-    return ctx.data.val is not None or not ctx.data.is_imagenet
+    """Whether a clean test set is there (`EvalContext.has_clean_set`)."""
+    return ctx.has_clean_set()
 
 
-NEEDS_VAL = "ImageNet evaluation needs --val (the ImageFolder val tree)"
+NEEDS_VAL = "needs --val (an ImageFolder val tree); only a project checkpoint carries its own test set"
 
 
-@register_suite("clean", supports=has_clean, requirement=NEEDS_VAL, order=0)
+def plan_clean(ctx: EvalContext) -> PlanItem:
+    """One cell on the clean set; its classes must fit the model."""
+    data = ctx.clean_set()
+    ctx.check_classes(data)
+    return PlanItem("clean", data.name, 1, len(data), len(data))
+
+
+@register_suite("clean", supports=has_clean, requirement=NEEDS_VAL, order=0, plan=plan_clean)
 def clean(ctx: EvalContext) -> list[dict[str, Any]]:
     """Clean top-1 / top-5."""
     return list(measure_clean(ctx).values())

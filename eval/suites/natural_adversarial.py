@@ -5,11 +5,18 @@ from typing import Any
 
 from eval.context import EvalContext
 from eval.datasets import imagenet_a_set
-from eval.suites import register_suite
+from eval.suites import PlanItem, register_suite
+
+
+def plan_natural_adversarial(ctx: EvalContext) -> PlanItem:
+    """One cell on ImageNet-A; the model needs ImageNet-1k's logits (1000 classes)."""
+    data = imagenet_a_set(ctx.data.imagenet_a, ctx.meta, ctx.options.limit, ctx.options.seed)
+    ctx.check_classes(data)
+    return PlanItem("natural-adversarial", data.name, 1, len(data), len(data))
 
 
 @register_suite("natural-adversarial", supports=lambda ctx: ctx.data.imagenet_a is not None,
-                requirement="give the ImageNet-A root with --imagenet-a", order=20)
+                requirement="give the ImageNet-A root with --imagenet-a", order=20, plan=plan_natural_adversarial)
 def natural_adversarial(ctx: EvalContext) -> list[dict[str, Any]]:
     """ImageNet-A accuracy of a 1000-class model, logits restricted to A's 200 classes."""
     o = ctx.options
