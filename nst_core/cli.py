@@ -6,14 +6,19 @@ is data-parallel (DDP), pseudo-labeling sharded, and rank 0 alone writes files a
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 import yaml
 
 from nst_core.checkpoint import CheckpointError
-from nst_core.config import ConfigError, load_config
+from nst_core.config import ConfigError, load_config, yaml_load
 from nst_core.data import DataError
+from nst_core.train import DivergedError
+
+EXIT_BAD_INPUT = 2  # a config, flag, data or checkpoint that cannot be used; training diverged
+EXIT_IO = 1  # the file system refused a read or write (read-only folder, full disk)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +45,27 @@ def parse_overrides(pairs: list[str]) -> dict:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({exc})") from exc
     return overrides
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A one-line message for a refused read or write: the path, the reason and what to do."""
+    name = exc.filename if exc.filename is not None else "a file"
+    where = Path(name).parent if isinstance(name, str) and Path(name).name.startswith(".") else name
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (f"cannot write {where}: {exc.strerror}; free space (or choose another --out), then rerun the same "
+                "command: finished generations and epochs are kept")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where}: {exc.strerror}; make it writable or choose another --out"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"{name}: {exc.strerror}; --out and its parents must be folders"
+    return f"{name}: {exc.strerror or exc}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,25 +74,28 @@ def main(argv: list[str] | None = None) -> int:
     from nst_core.engine import run
     from nst_core.sweep import run_sweep
 
-    overrides = parse_overrides(args.set)
-    if args.data_dir:
-        overrides["data.data_dir"] = args.data_dir
-    if args.download:
-        overrides["data.download"] = True
-    if args.pretrained:
-        overrides["init.pretrained"] = True
     distributed.init()
     progress = not args.quiet and distributed.is_main()
     try:
+        overrides = parse_overrides(args.set)
+        if args.data_dir is not None:
+            overrides["data.data_dir"] = args.data_dir
+        if args.download:
+            overrides["data.download"] = True
+        if args.pretrained:
+            overrides["init.pretrained"] = True
         cfg = load_config(args.config, overrides)
         if args.ablate:
             runs = run_sweep(cfg, args.ablate, Path(args.out or "runs"), device=args.device, progress=progress)
         else:
             out = Path(args.out) if args.out else Path("runs") / cfg.name
             runs = {out: run(cfg, out, device=args.device, progress=progress)}
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except (ConfigError, DataError, CheckpointError, DivergedError) as exc:
         print(f"nst-train: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"nst-train: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_IO
     main_rank = distributed.is_main()
     distributed.shutdown()
     if not main_rank:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,6 +15,26 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file, the key and what to do."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, also reading exponent numbers without a dot (`1e-3`, `5E4`) as floats.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-3`), and would hand `1e-3` over as a string;
+    YAML 1.2 and every user read it as a number.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text safely (no Python objects), `1e-3` read as a float; raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 @dataclass
@@ -168,14 +190,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc}); give a readable UTF-8 YAML file") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
-    return config_from_dict(raw, source=str(path))
+    source = f"{path} (with overrides of {', '.join(overrides)})" if overrides else str(path)
+    return config_from_dict(raw, source=source)
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
@@ -189,13 +214,22 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``a.b.c`` in nested dicts, creating sections as needed."""
     *parents, last = dotted.split(".")
     node = raw
-    for key in parents:
+    for depth, key in enumerate(parents):
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[:depth + 1])
+            raise ConfigError(f"cannot set {dotted}: {where} is {node!r}, not a section; check the key")
     node[last] = value
 
 
 def validate(cfg: RunConfig, source: str = "<dict>") -> None:
-    """Checks that span several keys."""
+    """Every value's range and the checks that span several keys; raises ConfigError naming the key.
+
+    Needs no files (folders and data are checked by `nst_core.engine.preflight`, before a run writes anything).
+    """
+    validate_name(cfg.name, source)
+    validate_ranges(cfg, source)
+    validate_models(cfg, source)
     if cfg.generations < 1:
         raise ConfigError(f"{source}: generations must be >= 1, got {cfg.generations}")
     if len(cfg.models) < cfg.generations:
@@ -219,6 +253,91 @@ def validate(cfg: RunConfig, source: str = "<dict>") -> None:
     if cfg.pseudo.temperature <= 0:
         raise ConfigError(f"{source}: pseudo.temperature must be > 0, got {cfg.pseudo.temperature}")
     validate_variants(cfg, source)
+
+
+def validate_name(name: str, source: str = "<dict>") -> None:
+    """A run name is one folder name (runs/<name>): no path separators, not '.', '..' or empty."""
+    if (not name.strip() or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
+            or Path(name).is_absolute()):
+        raise ConfigError(
+            f"{source}: name {name!r} is not a plain folder name; the run is written to <out>/<name>, so the name "
+            "may not hold '/' or '\\' or be '.', '..' or empty: use letters, digits, '-', '_' and '.'"
+        )
+
+
+def validate_ranges(cfg: RunConfig, source: str = "<dict>") -> None:
+    """The range of every numeric key (sizes >= 1, rates > 0, probabilities in [0, 1))."""
+    t, d, n, p, m = cfg.train, cfg.data, cfg.noise, cfg.pseudo, cfg.mpl
+    checks: list[tuple[bool, str, Any, str]] = [
+        (cfg.seed >= 0, "seed", cfg.seed, ">= 0"),
+        (t.epochs >= 1, "train.epochs", t.epochs, ">= 1 (gen0 needs training)"),
+        (t.student_epochs is None or t.student_epochs >= 1, "train.student_epochs", t.student_epochs,
+         ">= 1, or null for train.epochs"),
+        (t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1"),
+        (t.lr > 0, "train.lr", t.lr, "> 0"),
+        (t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0"),
+        (t.warmup_epochs >= 0, "train.warmup_epochs", t.warmup_epochs, ">= 0"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "in [0, 1)"),
+        (t.ema_decay is None or 0 < t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in (0, 1), or null for none"),
+        (t.unlabeled_weight is None or t.unlabeled_weight >= 0, "train.unlabeled_weight", t.unlabeled_weight,
+         ">= 0, or null for train.unlabel_ratio"),
+        (all(v >= 1 for v in d.input_size), "data.input_size", d.input_size, "[C, H, W] with every entry >= 1"),
+        (all(v > 0 for v in d.std), "data.std", d.std, "> 0 in every channel"),
+        (0 < d.crop_pct <= 1, "data.crop_pct", d.crop_pct, "in (0, 1]"),
+        (d.num_workers >= 0, "data.num_workers", d.num_workers, ">= 0"),
+        (d.unlabeled_limit is None or d.unlabeled_limit >= 1, "data.unlabeled_limit", d.unlabeled_limit,
+         ">= 1, or null for no limit"),
+        (n.ra_ops >= 0, "noise.ra_ops", n.ra_ops, ">= 0"),
+        (n.ra_magnitude >= 0, "noise.ra_magnitude", n.ra_magnitude, ">= 0"),
+        (n.ra_magnitude_std >= 0, "noise.ra_magnitude_std", n.ra_magnitude_std, ">= 0"),
+        (0 <= n.dropout < 1, "noise.dropout", n.dropout, "in [0, 1)"),
+        (0 <= n.drop_path < 1, "noise.drop_path", n.drop_path, "in [0, 1)"),
+        (p.batch_size >= 1, "pseudo.batch_size", p.batch_size, ">= 1"),
+        (p.per_class is None or p.per_class >= 1, "pseudo.per_class", p.per_class, ">= 1, or null for pool / classes"),
+        (m.epochs >= 1, "mpl.epochs", m.epochs, ">= 1"),
+        (m.finetune_epochs >= 0, "mpl.finetune_epochs", m.finetune_epochs, ">= 0"),
+        (m.teacher_lr is None or m.teacher_lr > 0, "mpl.teacher_lr", m.teacher_lr, "> 0, or null for train.lr"),
+        (m.finetune_lr is None or m.finetune_lr > 0, "mpl.finetune_lr", m.finetune_lr, "> 0, or null for train.lr / 10"),
+        (m.teacher_label_weight >= 0 and m.uda_weight >= 0, "mpl.teacher_label_weight / mpl.uda_weight",
+         [m.teacher_label_weight, m.uda_weight], ">= 0"),
+        (0 <= m.uda_threshold <= 1, "mpl.uda_threshold", m.uda_threshold, "in [0, 1]"),
+        (m.mlp_hidden >= 1, "mpl.mlp_hidden", m.mlp_hidden, ">= 1"),
+    ]
+    if cfg.fixres is not None:
+        checks += [(cfg.fixres.epochs >= 1, "fixres.epochs", cfg.fixres.epochs, ">= 1"),
+                   (cfg.fixres.lr_scale > 0, "fixres.lr_scale", cfg.fixres.lr_scale, "> 0")]
+    for ok, key, value, rule in checks:
+        if not ok:
+            raise ConfigError(f"{source}: {key} must be {rule}, got {value!r}")
+
+
+def validate_models(cfg: RunConfig, source: str = "<dict>") -> None:
+    """Every architecture is a timm model name and the optimizer a timm optimizer (checked offline)."""
+    import timm
+    from timm.optim import list_optimizers
+
+    for k, spec in enumerate(cfg.models):
+        if not timm.is_model(spec.arch):
+            close = timm.list_models(f"*{spec.arch.split('.')[0][:12]}*")[:5]
+            hint = f" (similar: {', '.join(close)})" if close else ""
+            raise ConfigError(
+                f"{source}: models[{k}] arch {spec.arch!r} is not a timm model{hint}; "
+                "see `python -c \"import timm; print(timm.list_models())\"` for the names"
+            )
+    optimizer = cfg.train.optimizer.lower().split("_")[-1]
+    if optimizer not in list_optimizers():
+        raise ConfigError(
+            f"{source}: train.optimizer {cfg.train.optimizer!r} is not a timm optimizer; e.g. adamw, sgd, "
+            "momentum, rmsproptf (see timm.optim.list_optimizers())"
+        )
+    if cfg.device != "auto":
+        try:
+            import torch
+
+            torch.device(cfg.device)
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(f"{source}: device {cfg.device!r} is not a torch device; use auto, cpu, cuda or "
+                              "cuda:<n>") from exc
 
 
 def validate_variants(cfg: RunConfig, source: str = "<dict>") -> None:
@@ -295,8 +414,11 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
             raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
         return value
     if hint in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
-            raise ConfigError(f"{source}: {key} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or (hint is int and value != int(value))):
+            raise ConfigError(
+                f"{source}: {key} must be {'an integer' if hint is int else 'a finite number'}, got {value!r}"
+            )
         return hint(value)
     if hint is str:
         if not isinstance(value, str):

@@ -2,6 +2,9 @@
 
 A run directory holds `config.yaml` and one `gen<k>/` per generation. A finished generation (meta.json present,
 weights matching their sha256) is loaded, never retrained; an unfinished one resumes from its last epoch.
+Everything that can be checked before training (config values, folders, data, devices, models) is checked
+before the run writes its first file, so a failed start leaves nothing that blocks the corrected rerun; a rerun
+first deletes what killed writers left (temporary files, a finished generation's training state).
 """
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from nst_core import distributed
-from nst_core.checkpoint import (atomic_write, clear_states, is_complete, read_meta, read_tensors, save_checkpoint,
-                                 write_json, write_tensors)
-from nst_core.config import ConfigError, RunConfig, config_from_dict
-from nst_core.data import NSTData, prepare_data
+from nst_core.checkpoint import (CheckpointError, atomic_write, clear_states, is_complete, read_meta, read_tensors,
+                                 remove_temp_files, save_checkpoint, write_json, write_tensors)
+from nst_core.config import ConfigError, RunConfig, config_from_dict, yaml_load
+from nst_core.data import DataError, NSTData, find_fashion_mnist, prepare_data
 from nst_core.distill import kd_losses, kd_sets
 from nst_core.fixres import run_fixres
 from nst_core.models import NormalizedClassifier, create_model, load_model, versions
@@ -30,20 +33,82 @@ PSEUDO_FILE = "pseudo_labels.safetensors"
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else the CPU."""
+    """'auto' picks CUDA when present, else the CPU; raises ConfigError for a device that is not there."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"device {name!r} is not a torch device; use auto, cpu, cuda or cuda:<n>") from exc
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r}: no such CUDA device here ({torch.cuda.device_count()} visible); "
+                          "use --device cpu or auto")
+    return device
+
+
+def preflight(cfg: RunConfig, out: Path) -> None:
+    """The checks that need files, before anything is written: the data folders exist (a given data.data_dir is
+    used, never silently replaced by another copy), init checkpoints are finished, method mpl runs in one process.
+
+    Raises ConfigError, DataError or CheckpointError naming the key and the path.
+    """
+    data = cfg.data
+    for key in ("data_dir", "test_dir", "unlabeled_dir"):
+        value = getattr(data, key)
+        download_target = key == "data_dir" and data.dataset == "fashion_mnist" and data.download
+        if value is not None and not value.strip():
+            raise ConfigError(f"data.{key} is an empty string; give a folder, or null to leave it out")
+        if value is not None and not Path(value).is_dir() and not download_target:
+            flag = " (--data-dir)" if key == "data_dir" else ""
+            raise ConfigError(f"data.{key}{flag} = {value!r} is not an existing folder; fix the path"
+                              + (" or leave it out to use the installed dataset" if key == "data_dir" else ""))
+    if data.dataset == "fashion_mnist" and data.data_dir and not data.download:
+        base = Path(data.data_dir)
+        root = find_fashion_mnist(data.data_dir)
+        if root not in (base, base / "FashionMNIST" / "raw"):
+            raise DataError(
+                f"data.data_dir = {data.data_dir!r} holds no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] "
+                f"...); point it at the folder that does, or leave it out to use {root}"
+            )
+    if data.dataset == "imagefolder" and not data.data_dir:
+        raise ConfigError("data.data_dir is required for dataset imagefolder (the labeled train tree)")
+    if data.dataset == "imagefolder" and not data.test_dir:
+        raise ConfigError("data.test_dir is required for dataset imagefolder (the test/val tree)")
+    init = cfg.init
+    if init.source and not init.source.startswith("timm:") and not is_complete(Path(init.source)):
+        raise CheckpointError(f"init.source {init.source} is not a finished checkpoint folder (meta.json + "
+                              "matching model.safetensors); give one, or timm:<name>")
+    if init.teacher and not is_complete(Path(out) / "gen0") and not is_complete(Path(init.teacher)):
+        raise CheckpointError(f"init.teacher {init.teacher} is not a finished checkpoint folder (meta.json + "
+                              "matching model.safetensors)")
+    if cfg.method == "mpl" and cfg.generations > 1 and distributed.is_distributed():
+        raise ConfigError("method: mpl trains in one process; start it without torchrun")
+
+
+def check_models(cfg: RunConfig, num_classes: int) -> None:
+    """Build every generation's model on the meta device (no memory, no time), so bad model kwargs fail here."""
+    for generation in range(cfg.generations):
+        spec = cfg.model_for(generation)
+        try:
+            with torch.device("meta"):
+                create_model(spec, num_classes, cfg.data.input_size[0], cfg.noise.dropout, cfg.noise.drop_path)
+        except (TypeError, ValueError, RuntimeError, AssertionError, KeyError) as exc:
+            raise ConfigError(f"models[{generation}] ({spec.arch} with kwargs {spec.kwargs}) cannot be built: "
+                              f"{exc}; fix models[{generation}]") from exc
 
 
 def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Train every generation of `cfg` into `out`, resuming what is there; returns each generation's meta."""
     out = Path(out)
-    if distributed.is_main():
-        _claim_run_dir(cfg, out)
-    distributed.barrier()
     dev = resolve_device(device or cfg.device)
+    preflight(cfg, out)
     data = prepare_data(cfg.data, cfg.seed)
+    check_models(cfg, data.num_classes)
+    if distributed.is_main():  # the first writes: everything above passed
+        _claim_run_dir(cfg, out)
+        for stale in remove_temp_files(out):
+            _log(f"removed {stale} (left by an interrupted write)")
+    distributed.barrier()
     metas: list[dict[str, Any]] = []
     teacher: NormalizedClassifier | None = None
     for generation in range(cfg.generations):
@@ -51,6 +116,8 @@ def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = T
         if generation == 0 and cfg.init.teacher and not is_complete(gen_dir):
             adopt_checkpoint(cfg.init.teacher, gen_dir)
         if is_complete(gen_dir):
+            if distributed.is_main():
+                clear_states(gen_dir)  # a kill between meta.json and the clean-up left the training state
             teacher, meta = load_model(gen_dir, device=dev)
             _log(f"gen{generation}: finished earlier (test top-1 {meta['metrics']['test_top1']:.2f} %), kept")
         else:
@@ -59,6 +126,8 @@ def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = T
         metas.append(meta)
     if cfg.fixres is not None:
         metas.append(run_fixres(cfg, teacher, metas[-1], out / f"gen{cfg.generations}", dev, progress))
+        if distributed.is_main():
+            clear_states(out / f"gen{cfg.generations}")  # finished: a state left by a kill after meta.json goes
     return metas
 
 
@@ -135,7 +204,7 @@ def pseudo_label(cfg: RunConfig, generation: int, data: NSTData, teacher: Normal
                               progress=progress)
         if distributed.is_main():
             write_tensors(cache, {"probs": probs, "confidence": probs.max(1).values, "label": probs.argmax(1)})
-        discard_shards(gen_dir / SHARD_DIR)
+    discard_shards(gen_dir / SHARD_DIR)  # also the shards a kill after the merged file was written left
     per_class = cfg.pseudo.per_class or max(1, len(data.unlabeled) // data.num_classes)
     generator = torch.Generator().manual_seed(cfg.seed * 31 + generation)
     selection = filter_and_balance(probs, per_class, cfg.pseudo.min_threshold, cfg.pseudo.balance, generator)
@@ -169,10 +238,18 @@ def _claim_run_dir(cfg: RunConfig, out: Path) -> None:
     resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
     path = out / "config.yaml"
     if path.is_file():
-        if config_from_dict(yaml.safe_load(path.read_text()), str(path)).to_dict() != yaml.safe_load(resolved):
+        try:
+            stored = yaml_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid YAML ({exc}); it is not this run's: choose another --out") from exc
+        if not isinstance(stored, dict) or config_from_dict(stored, str(path)).to_dict() != yaml_load(resolved):
+            if not any(out.glob("gen*/meta.json")):  # nothing finished: no result of the old config to keep
+                _log(f"{path}: no generation finished under the old config; it is replaced by this one")
+                atomic_write(path, lambda tmp: tmp.write_text(resolved))
+                return
             raise ConfigError(
-                f"{out} holds a run made with a different config ({path}); resume with the same config, "
-                "or choose another --out"
+                f"{out} holds a run made with a different config ({path}) that has finished generations; resume "
+                "with the same config, or choose another --out"
             )
         return
     out.mkdir(parents=True, exist_ok=True)

@@ -26,14 +26,15 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from nst_core.checkpoint import load_state, save_state
+from nst_core.checkpoint import resume_state, save_state
 from nst_core import distributed
 from nst_core.config import ConfigError, MPLConfig, RunConfig
 from nst_core.data import ImageSet, NSTData
 from nst_core.models import NormalizedClassifier
 from nst_core.pseudo import cached_probs
-from nst_core.train import (Augment, TrainSet, build_augment, cycle_batches, epoch_seed, make_optimizer,
-                            plan_batches, seed_everything, smooth_one_hot, train_generation)
+from nst_core.train import (Augment, TrainSet, build_augment, check_finite_loss, check_finite_weights, cycle_batches,
+                            epoch_seed, make_optimizer, plan_batches, seed_everything, smooth_one_hot,
+                            state_fingerprint, train_generation)
 
 PREDICTIONS_FILE = "teacher_predictions.safetensors"
 
@@ -148,7 +149,10 @@ def train_mpl(student: NormalizedClassifier, teacher: NormalizedClassifier, data
                                                 lr=mpl.teacher_lr)
     state_path = gen_dir / "mpl_state"
     start, history = 0, []
-    state = load_state(state_path)
+    fingerprint = state_fingerprint(cfg, generation, stage="mpl", epochs=mpl.epochs, steps=plan.steps,
+                                    labeled=len(labeled), unlabeled=len(unlabeled),
+                                    batch=[plan.labeled, plan.unlabeled])
+    state = resume_state(state_path, fingerprint, log=tqdm.write)
     if state is not None:
         student.model.load_state_dict(state["student"])
         teacher_module.load_state_dict(state["teacher"])
@@ -170,13 +174,16 @@ def train_mpl(student: NormalizedClassifier, teacher: NormalizedClassifier, data
             teacher_sched.step_update(global_step)
             batch = _batch(next(labeled_batches), next(unlabeled_batches), stored, device)
             for key, value in mpl_step(teacher, student, teacher_opt, student_opt, batch, mpl).items():
+                check_finite_loss(value, f"gen{generation} MPL epoch {epoch + 1}/{mpl.epochs} step {step + 1} ({key})",
+                                  "train.lr / mpl.teacher_lr")
                 sums[key] = sums.get(key, 0.0) + value
         history.append({"stage": "mpl", "epoch": epoch + 1,
                         **{key: round(value / plan.steps, 6) for key, value in sums.items()}})
         save_state(state_path, {"epoch": epoch + 1, "history": history, "student": student.model.state_dict(),
                                 "teacher": teacher_module.state_dict(),
                                 "student_optimizer": student_opt.state_dict(),
-                                "teacher_optimizer": teacher_opt.state_dict()})
+                                "teacher_optimizer": teacher_opt.state_dict()}, fingerprint)
+    check_finite_weights(student.model, f"gen{generation} after MPL", "train.lr / mpl.teacher_lr")
     history = history + finetune(student, data, cfg, generation, gen_dir, device, progress)
     meta = {"mode": "mpl", "reduced": mpl.reduced, "epochs": mpl.epochs, "finetune_epochs": mpl.finetune_epochs,
             "pool_size": len(data.unlabeled), "checkpoint": "last (no selection on the test set)"}

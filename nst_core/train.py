@@ -7,11 +7,14 @@ the (global) batches and draws its own noise, and rank 0 writes the state that e
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,7 +29,7 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from tqdm.auto import tqdm
 
 from nst_core import distributed
-from nst_core.checkpoint import load_state, save_state
+from nst_core.checkpoint import resume_state, save_state
 from nst_core.config import NoiseConfig, RunConfig, TrainConfig
 from nst_core.data import ImageSet, iterate_batches
 from nst_core.models import NormalizedClassifier
@@ -34,6 +37,38 @@ from nst_core.models import NormalizedClassifier
 Augment = Callable[[torch.Tensor], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> scalar
 ParamGroupFn = Callable[[torch.nn.Module], list[dict]]  # module -> optimizer parameter groups
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite loss or non-finite weights; no finished checkpoint is written."""
+
+
+def check_finite_loss(loss: float, where: str, lr_key: str = "train.lr") -> None:
+    """Raise DivergedError when a step's loss is NaN or infinite (`where` names the generation, epoch, step)."""
+    if not math.isfinite(loss):
+        raise DivergedError(
+            f"{where}: the loss is {loss}: training diverged, so this generation is stopped and no checkpoint "
+            f"is written for it; lower {lr_key} (or check the data) and rerun (the same --out takes the new "
+            "config while no generation has finished; otherwise choose another --out)"
+        )
+
+
+def check_finite_weights(module: torch.nn.Module, where: str, lr_key: str = "train.lr") -> None:
+    """Raise DivergedError when any floating-point tensor of `module`'s state dict holds NaN or inf."""
+    bad = [name for name, t in module.state_dict().items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        raise DivergedError(
+            f"{where}: {len(bad)} of {len(module.state_dict())} weight tensors are not finite (e.g. {bad[0]}): "
+            f"training diverged, so no checkpoint is written; lower {lr_key} and rerun (another --out once a "
+            "generation has finished)"
+        )
+
+
+def state_fingerprint(cfg: RunConfig, generation: int, **shape: Any) -> dict[str, Any]:
+    """What a training state belongs to: the config (SHA-256 of its JSON), the generation and the epoch plan;
+    a state with another fingerprint is never resumed from."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    return {"config_sha256": hashlib.sha256(text.encode()).hexdigest(), "generation": generation, **shape}
 
 
 class TrainSet(Dataset):
@@ -140,7 +175,10 @@ def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: 
     weight = train.unlabeled_weight if train.unlabeled_weight is not None else float(train.unlabel_ratio)
 
     start, history = 0, []
-    state = load_state(state_path)
+    fingerprint = state_fingerprint(cfg, generation, epochs=epochs, steps=plan.steps, labeled=len(labeled),
+                                    unlabeled=len(unlabeled) if unlabeled is not None else 0,
+                                    batch=[plan.labeled, plan.unlabeled])
+    state = resume_state(state_path, fingerprint, log=_log)
     if state is not None:
         model.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -168,6 +206,7 @@ def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: 
                 x_u, y_u = next(unlabeled_batches)
                 parts.append((x_u, y_u, weight, unlabeled_loss))
             loss = _step(net, optimizer, parts, device, train.amp, train.channels_last)
+            check_finite_loss(loss, f"gen{generation} epoch {epoch + 1}/{epochs} step {step + 1}/{plan.steps}")
             if ema is not None:
                 ema.update(model.model, step=global_step)
             loss_sum += loss
@@ -178,10 +217,11 @@ def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: 
         if distributed.is_main():  # one writer; every rank resumes from this file
             save_state(state_path, {"epoch": epoch + 1, "history": history, "model": model.model.state_dict(),
                                     "optimizer": optimizer.state_dict(),
-                                    "ema": ema.module.state_dict() if ema is not None else {}})
+                                    "ema": ema.module.state_dict() if ema is not None else {}}, fingerprint)
         distributed.barrier()
     if ema is not None:
         model.model.load_state_dict(ema.module.state_dict())
+    check_finite_weights(model.model, f"gen{generation} after {epochs} epoch(s)")
     distributed.broadcast_state(model.model)  # every rank goes on with rank 0's (checkpointed) BatchNorm statistics
     model.eval()
     return history
@@ -235,3 +275,8 @@ def evaluate_top1(model: torch.nn.Module, images: ImageSet, batch_size: int, dev
         correct += int((logits.argmax(1).cpu() == labels).sum())
     return round(100.0 * correct / max(1, len(images)), 4)
 
+
+def _log(message: str) -> None:
+    """A message line, printed by rank 0 only (through tqdm, so progress bars stay intact)."""
+    if distributed.is_main():
+        tqdm.write(message)

@@ -32,7 +32,7 @@ def test_quick_run_writes_every_generation(quick_run):
     for k in (0, 1):
         assert (quick_run / f"gen{k}" / "model.safetensors").is_file()
         assert (quick_run / f"gen{k}" / "meta.json").is_file()
-        assert not (quick_run / f"gen{k}" / "train_state.json").exists()
+        assert not list((quick_run / f"gen{k}").glob("*_state.*"))
     assert (quick_run / "gen1" / "pseudo_labels.safetensors").is_file()
     assert (quick_run / "config.yaml").is_file()
 
@@ -50,7 +50,7 @@ def test_killed_run_resumes_to_identical_files(tmp_path):
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
 
     killed = nst_train(tmp_path / "killed")
-    state = tmp_path / "killed" / "gen0" / "train_state.json"
+    state = tmp_path / "killed" / "gen0" / "train_state.safetensors"
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline and killed.poll() is None:
         time.sleep(0.05)
@@ -77,6 +77,7 @@ def test_labeled_count_larger_than_a_class(tmp_path):
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr("nst_core.data.SYSTEM_FASHION_MNIST", tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
     cfg = load_config(QUICK, {"data.data_dir": str(tmp_path / "empty")})
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist.*download"):
         run(cfg, tmp_path / "r", progress=False)
