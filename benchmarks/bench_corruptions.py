@@ -2,6 +2,11 @@
 
 Usage: python benchmarks/bench_corruptions.py [--size 224] [--batch 64] [--threads 2] [--ref-images 4]
        [--severities 1 2 3 4 5] [--corruptions ...] [--device cpu] [--skip-reference]
+       [--rng reference device] [--preset imagenet-c]
+The speed table times, in one run, the reference backend and the torch engine in each --rng mode (default both:
+'reference' = the reference's NumPy draws, 'device' = per-image torch generators), prints each mode's speed-up per
+corruption, the geometric mean over the 15 common corruptions, and the load average (os.getloadavg) before and
+after, since the machine may be shared.
        python benchmarks/bench_corruptions.py --model CHECKPOINT_DIR [--images 1000]
        python benchmarks/bench_corruptions.py --fidelity 4 [--size 224]
 The --fidelity form prints the PSNR (dB) between the two backends per corruption and severity on that many photos.
@@ -38,14 +43,18 @@ def sample_images(n: int, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def ms_per_image(images: torch.Tensor, corruption: str, severities: list[int], backend: str) -> tuple[float, float]:
+def ms_per_image(images: torch.Tensor, corruption: str, severities: list[int], backend: str,
+                 rng: str | None = None, preset: str | None = None) -> tuple[float, float]:
     """(wall, process CPU) milliseconds per image of corrupting ``images`` at each severity, one call per severity."""
     keys = list(range(images.shape[0]))
     if images.device.type == "cuda":
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
     for s in severities:
-        corrupt(images, corruption, s, keys, backend=backend)
+        if backend == "imagecorruptions":
+            corrupt(images, corruption, s, keys, backend=backend)
+        else:
+            corrupt(images, corruption, s, keys, backend=backend, preset=preset, rng=rng)
     if images.device.type == "cuda":
         torch.cuda.synchronize()
     count = len(severities) * images.shape[0]
@@ -110,6 +119,10 @@ def main() -> None:
     parser.add_argument("--corruptions", nargs="+", default=list(ALL_CORRUPTIONS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--rng", nargs="+", default=["reference", "device"], choices=["reference", "device"],
+                        help="torch engine random-number modes to time")
+    parser.add_argument("--preset", default=None, help="corruption preset of the torch engine (default imagenet-c, "
+                        "the only one the reference computes)")
     parser.add_argument("--model", help="checkpoint directory: print the model-error table instead")
     parser.add_argument("--images", type=int, default=1000, help="test images for --model")
     parser.add_argument("--fidelity", type=int, metavar="N", help="print the PSNR table on N photos instead")
@@ -123,29 +136,49 @@ def main() -> None:
         model_error_table(args.model, args.images, args.batch)
         return
     images = sample_images(args.batch, args.size).to(args.device)
-    corrupt(images[:2], "contrast", 1, [0, 1])  # warm-up (imports, caches)
+    preset = args.preset or "imagenet-c"
+    for rng in args.rng:  # warm-up, untimed: imports and one-off caches (frost photos, Poisson tables, filters)
+        for name in args.corruptions:
+            for s in args.severities:
+                corrupt(images[:1], name, s, [0], preset=preset, rng=rng)
+    load_before = os.getloadavg()
     print(f"# {args.size}x{args.size}, batch {args.batch}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"severities {args.severities}, reference on {args.ref_images} images; {platform.machine()}, "
-          f"{os.cpu_count()} visible cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, torch {torch.__version__}")
-    print("| corruption | reference ms/img | torch ms/img | speed-up | reference CPU ms/img | torch CPU ms/img |")
-    print("|---|---:|---:|---:|---:|---:|")
-    ref_sum, torch_sum, ratios = np.zeros(2), np.zeros(2), []
+          f"preset {preset}, severities {args.severities}, reference on {args.ref_images} images; "
+          f"{platform.machine()}, {os.cpu_count()} visible cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+          f"torch {torch.__version__}; load average at start {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f}")
+    modes = " | ".join(f"torch {m} ms/img | speed-up {m}" for m in args.rng)
+    print(f"| corruption | reference ms/img | {modes} | reference CPU ms/img | "
+          + " | ".join(f"torch {m} CPU ms/img" for m in args.rng) + " |")
+    print("|---|---:|" + "---:|---:|" * len(args.rng) + "---:|" + "---:|" * len(args.rng))
+    ratios: dict[str, list[float]] = {m: [] for m in args.rng}
+    sums = {m: 0.0 for m in args.rng}
+    ref_sum, slower = 0.0, {m: [] for m in args.rng}
     nan = (float("nan"), float("nan"))
     for name in args.corruptions:
-        torch_ms = np.array(ms_per_image(images, name, args.severities, "torch"))
-        ref_ms = np.array(nan if args.skip_reference else ms_per_image(
-            images[:args.ref_images].cpu(), name, args.severities, "imagecorruptions"))
-        print(f"| {name} | {ref_ms[0]:.1f} | {torch_ms[0]:.2f} | {ref_ms[0] / torch_ms[0]:.1f}x "
-              f"| {ref_ms[1]:.1f} | {torch_ms[1]:.2f} |", flush=True)
+        ours = {m: ms_per_image(images, name, args.severities, "torch", m, preset) for m in args.rng}
+        ref_ms = nan if args.skip_reference else ms_per_image(
+            images[:args.ref_images].cpu(), name, args.severities, "imagecorruptions")
+        cells = " | ".join(f"{ours[m][0]:.2f} | {ref_ms[0] / ours[m][0]:.1f}x" for m in args.rng)
+        cpu_cells = " | ".join(f"{ours[m][1]:.2f}" for m in args.rng)
+        print(f"| {name} | {ref_ms[0]:.1f} | {cells} | {ref_ms[1]:.1f} | {cpu_cells} |", flush=True)
         if name in CORRUPTIONS:
-            ref_sum, torch_sum = ref_sum + ref_ms, torch_sum + torch_ms
-            ratios.append(ref_ms[0] / torch_ms[0])
+            ref_sum += ref_ms[0]
+            for m in args.rng:
+                ratios[m].append(ref_ms[0] / ours[m][0])
+                sums[m] += ours[m][0]
+                if ours[m][0] > ref_ms[0]:
+                    slower[m].append(name)
     k = sum(c in CORRUPTIONS for c in args.corruptions)
+    load_after = os.getloadavg()
     if k:
-        geometric = np.exp(np.mean(np.log(ratios)))
-        print(f"| **mean of the {k} common** | {ref_sum[0] / k:.1f} | {torch_sum[0] / k:.2f} "
-              f"| **{ref_sum[0] / torch_sum[0]:.1f}x** (geometric mean of ratios {geometric:.1f}x) "
-              f"| {ref_sum[1] / k:.1f} | {torch_sum[1] / k:.2f} |")
+        for m in args.rng:
+            geometric = float(np.exp(np.mean(np.log(ratios[m]))))
+            print(f"rng {m}: mean of the {k} common: reference {ref_sum / k:.1f} ms/img, torch {sums[m] / k:.2f} "
+                  f"ms/img, ratio of means {ref_sum / sums[m]:.1f}x, geometric mean of per-corruption speed-ups "
+                  f"{geometric:.2f}x, slower than the reference: {', '.join(slower[m]) or 'none'}")
+    print(f"load average at end {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+
 
 if __name__ == "__main__":
     main()

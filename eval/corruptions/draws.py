@@ -159,7 +159,7 @@ class Draws:
 
         Reference: ``r.poisson(hwc / 255 * rate)`` per image. Device: exact inverse-CDF sampling from per-value
         tables (``_poisson_tables``): a pixel takes only 256 values, so each value's Poisson CDF is tabulated once
-        (float64, scipy) and a float64 uniform per pixel is mapped to the smallest k with CDF(k) >= u, found from a
+        (float64) and a float64 uniform per pixel is mapped to the smallest k with CDF(k) >= u, found from a
         guide table and, for the few pixels it does not settle, a bisection. torch.poisson is not used: it takes
         one generator per call (batched draws would not be per-image) and is no faster than NumPy on the CPU
         (measured 10 ms per 224-px image).
@@ -170,23 +170,23 @@ class Draws:
             return torch.from_numpy(np.stack(counts)).permute(0, 3, 1, 2).to(device=u8.device, dtype=torch.float32)
         cdf, guide, k_max, bins = _poisson_tables(float(rate), u8.device)
         u = self.uniform(0.0, 1.0, tuple(u8.shape[1:]), torch.float64)
-        value = u8.to(torch.int64)
-        j = (u * bins).to(torch.int64).clamp_(max=bins - 1)
-        guide_index = value * (bins + 1) + j
-        k = guide.take(guide_index)
-        base = value * k_max
-        flat_k, flat_u, flat_base = k.view(-1), u.view(-1), base.view(-1)
-        pending = torch.nonzero(cdf.take(flat_base + flat_k) < flat_u).squeeze(1)
-        if pending.numel():  # answer in (k, guide[j + 1]]: bisection
-            lo = flat_k[pending]
-            hi = guide.take(guide_index.view(-1)[pending] + 1)
-            pu, pb = flat_u[pending], flat_base[pending]
+        index = (u * bins).floor_().add_(u8, alpha=bins + 1).to(torch.int64)  # value * (bins + 1) + bin
+        k = guide.take(index)  # the answer where the bin is settled, -1 - (its first candidate) where not
+        flat_k = k.view(-1)
+        mixed = torch.nonzero(flat_k < 0).squeeze(1)
+        if mixed.numel():  # the answer is the first k in [g_j, g_j+1] with cdf >= u: bisection
+            flat_index = index.view(-1)[mixed]
+            nxt = guide.take(flat_index + 1).to(torch.int64)
+            hi = torch.where(nxt < 0, -1 - nxt, nxt)  # cdf[hi] >= (j + 1) / bins > u
+            lo = -2 - flat_k[mixed].to(torch.int64)  # g_j - 1: cdf[lo] < j / bins <= u (or lo = -1)
+            pu = u.view(-1)[mixed]
+            base = torch.div(flat_index, bins + 1, rounding_mode="floor") * k_max
             while bool((hi - lo > 1).any()):
-                mid = (lo + hi) // 2
-                above = cdf.take(pb + mid) >= pu
+                mid = torch.div(lo + hi, 2, rounding_mode="floor")
+                above = cdf.take(base + mid.clamp(min=0)) >= pu
                 hi = torch.where(above, mid, hi)
                 lo = torch.where(above, lo, mid)
-            flat_k[pending] = hi
+            flat_k[mixed] = hi.to(flat_k.dtype)
         return k.to(torch.float32)
 
 
@@ -195,17 +195,24 @@ def _poisson_tables(rate: float, device: torch.device) -> tuple[torch.Tensor, to
     """Poisson CDF and guide tables for the 256 rates v / 255 * rate, flattened, on ``device``.
 
     cdf[v, k] = P(Poisson(v / 255 * rate) <= k) for k < k_max = rate + 12 sqrt(rate) + 12 (the last column set to
-    1: the tail beyond has probability < 1e-20); guide[v, j] = the smallest k with cdf[v, k] >= j / bins, for
-    j = 0..bins (bins = 2 k_max), so the answer for u in [j / bins, (j + 1) / bins) lies in [guide[j], guide[j+1]].
+    1: the tail beyond has probability < 1e-20), float64 cumulative sums of the pmf. For j = 0..bins let g_j = the smallest k with
+    cdf[v, k] >= j / bins: every u in [j / bins, (j + 1) / bins) maps to a k in [g_j, g_j+1]. guide[v, j] holds g_j
+    where g_j == g_j+1 (the bin is settled) and -1 - g_j where not (the sampler bisects). bins = min(16 k_max,
+    4096), so few pixels land in unsettled bins.
     """
-    from scipy.stats import poisson
+    from scipy.special import gammaln
 
     k_max = int(np.ceil(rate + 12 * np.sqrt(rate) + 12))
-    bins = 2 * k_max
-    lam = np.arange(256) / 255.0 * rate
-    cdf = poisson.cdf(np.arange(k_max)[None, :], lam[:, None])
+    bins = int(min(16 * k_max, 4096))
+    lam = np.arange(256)[:, None] / 255.0 * rate
+    k = np.arange(k_max)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):  # row 0: 0 * log(0), replaced below
+        log_pmf = k * np.log(lam) - lam - gammaln(k + 1)
+    log_pmf[0] = np.where(k[0] == 0, 0.0, -np.inf)  # rate 0: all mass at 0
+    cdf = np.minimum(np.cumsum(np.exp(log_pmf), axis=1), 1.0)
     cdf[:, -1] = 1.0
-    edges = np.arange(bins + 1) / bins
-    guide = np.stack([np.minimum(np.searchsorted(row, edges, side="left"), k_max - 1) for row in cdf])
+    edges = np.arange(bins + 2) / bins
+    first = np.stack([np.minimum(np.searchsorted(row, edges, side="left"), k_max - 1) for row in cdf])
+    guide = np.where(first[:, :-1] == first[:, 1:], first[:, :-1], -1 - first[:, :-1]).astype(np.int32)
     return (torch.as_tensor(cdf.ravel(), device=device), torch.as_tensor(guide.ravel(), device=device),
             k_max, bins)

@@ -32,6 +32,11 @@ def border_index(n: int, before: int, after: int, mode: str, device: torch.devic
 def pad2d(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
     """Pad the last two axes of ``x`` symmetrically by (pad_h, pad_w) with border ``mode`` (any pad size)."""
     h, w = x.shape[-2:]
+    if x.ndim >= 2 and ((mode == "nearest") or (mode == "reflect101" and pad_h < h and pad_w < w)) \
+            and x.dtype in (torch.float32, torch.float64):  # torch's own pads: the same copies, several times faster
+        flat = x.reshape(-1, h, w)
+        out = F.pad(flat, (pad_w, pad_w, pad_h, pad_h), mode="replicate" if mode == "nearest" else "reflect")
+        return out.reshape(*x.shape[:-2], h + 2 * pad_h, w + 2 * pad_w)
     x = x.index_select(-2, border_index(h, pad_h, pad_h, mode, x.device))
     return x.index_select(-1, border_index(w, pad_w, pad_w, mode, x.device))
 

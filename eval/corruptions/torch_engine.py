@@ -23,8 +23,9 @@ Exact where the reference's algorithm is sequential:
 * pixelate: Pillow's BOX filter in its own fixed-point integer arithmetic (22-bit coefficients), from prefix sums.
 
 Documented differences from the reference:
-* Arithmetic is float32 (float64 for snow, fog and spatter's random layers); the final float -> uint8 step truncates
-  like the reference, so a value that lies within float error of an integer can differ by one level.
+* Arithmetic is float32 (float64 for snow, fog, spatter and elastic_transform's random layers in reference mode;
+  float32 in device mode); the final float -> uint8 step truncates like the reference, so a value that lies within
+  float error of an integer can differ by one level.
 * jpeg_compression runs Pillow per image on the CPU (the reference's codec, so identical); on CUDA it uses
   torchvision's nvJPEG batch codec, whose output can differ slightly from libjpeg's.
 * spatter (severities 1-3): the liquid mask's edge/distance/histogram steps run in OpenCV on the CPU, per image, as in
@@ -98,6 +99,12 @@ def _image_shape(u8: torch.Tensor) -> tuple[int, int, int]:
     return u8.shape[2], u8.shape[3], u8.shape[1]
 
 
+def _layer_dtype(draws: Draws) -> torch.dtype:
+    """Precision of the random layers (snow, fog, spatter, elastic fields): float64 as the reference's NumPy in
+    reference mode; float32 in device mode (half the memory traffic; the numbers differ anyway)."""
+    return torch.float64 if draws.mode == "reference" else torch.float32
+
+
 def _hwc_normal(u8: torch.Tensor, draws: Draws, scale: float) -> torch.Tensor:
     """N(0, scale^2) per pixel and channel as [N, C, H, W] (reference: drawn HxWxC as the reference does)."""
     if draws.mode == "reference":
@@ -121,10 +128,10 @@ def impulse_noise(u8: torch.Tensor, amount: float, draws: Draws, preset: Preset)
     half to 1 and half to 0. Reference: skimage's two draws from a Generator seeded by the image's RandomState;
     device: one uniform u per value, salt where u <= amount / 2, pepper where amount / 2 < u <= amount (the same
     distribution)."""
-    if draws.mode == "device":
+    if draws.mode == "device":  # uint8 throughout: unflipped values come back unchanged, as in the reference
         u = draws.uniform(0.0, 1.0, tuple(u8.shape[1:]))
-        x = torch.where(u <= amount, (u <= amount / 2).to(torch.float32), _unit(u8))
-        return x * 255
+        salt_or_pepper = torch.where(u <= amount / 2, 255, 0).to(torch.uint8)
+        return torch.where(u <= amount, salt_or_pepper, u8)
     shape = _image_shape(u8)
     flipped, salted = [], []
     for r in draws.scalars:
@@ -238,7 +245,7 @@ def snow(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tens
     loc, scale, zoom, threshold, radius, sigma, mix = p
     x = _unit(u8)
     h, w = x.shape[-2:]
-    layers_all = draws.normal((h, w), loc=loc, scale=scale, dtype=torch.float64)
+    layers_all = draws.normal((h, w), loc=loc, scale=scale, dtype=_layer_dtype(draws))
     layers = []
     for layer, r in zip(layers_all, draws.scalars):
         layer = kernels.clipped_zoom(layer, zoom)
@@ -307,7 +314,7 @@ def frost(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Ten
 
 
 def _plasma_fractal(mapsize: int, decay: float, draws: Draws, device: torch.device) -> torch.Tensor:
-    """Diamond-square height maps in [0, 1], [N, mapsize, mapsize] float64, with the reference's draws."""
+    """Diamond-square height maps in [0, 1], [N, mapsize, mapsize] (float64; float32 in device mode)."""
     levels = []
     step, wibble = mapsize, 100.0
     while step >= 2:
@@ -315,9 +322,10 @@ def _plasma_fractal(mapsize: int, decay: float, draws: Draws, device: torch.devi
         step //= 2
         wibble /= decay
     counts = [3 * (mapsize // s) ** 2 for s, _ in levels]
-    u = draws.random_sample((sum(counts),), torch.float64)
+    dtype = _layer_dtype(draws)
+    u = draws.random_sample((sum(counts),), dtype)
     n = len(draws)
-    m = torch.zeros(n, mapsize, mapsize, dtype=torch.float64, device=device)
+    m = torch.zeros(n, mapsize, mapsize, dtype=dtype, device=device)
     start = 0
     for (step, wibble), count in zip(levels, counts):
         k = mapsize // step
@@ -343,9 +351,10 @@ def fog(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tenso
     strength, decay = p
     n, c, h, w = u8.shape
     mapsize = 1 << (max(h, w, c) - 1).bit_length()
-    x = u8.to(torch.float64) / 255.0
+    dtype = _layer_dtype(draws)
+    x = u8.to(dtype) / 255.0
     max_val = x.amax((1, 2, 3), keepdim=True)
-    x = x + strength * _plasma_fractal(mapsize, decay, draws, u8.device)[:, None, :h, :w]
+    x = x + strength * _plasma_fractal(mapsize, decay, draws, u8.device)[:, None, :h, :w].to(dtype)
     return (x * max_val / (max_val + strength)).clamp(0, 1).to(torch.float32) * 255
 
 
@@ -416,23 +425,36 @@ def elastic_transform(u8: torch.Tensor, p: object, draws: Draws, preset: Preset)
         size = min(h, w)
         alpha, sigma, jitter = (v * size for v in p)
         x = _random_affine(x, jitter, draws)
-        fields = draws.uniform(-1.0, 1.0, (2, h, w), torch.float64)
+        fields = draws.uniform(-1.0, 1.0, (2, h, w), _layer_dtype(draws))
         fields = _smoothed_fields(fields, (sigma, sigma), alpha)
     else:
         max_d = h * 0.005
-        fields = draws.uniform(-max_d, max_d, (2, h, w), torch.float64)
+        fields = draws.uniform(-max_d, max_d, (2, h, w), _layer_dtype(draws))
         fields = _smoothed_fields(fields, (h * 0.01, w * 0.01), p)
     dx, dy = fields.to(torch.float32).unbind(1)
     return _displace(x, dx, dy).clamp(0, 1) * 255
 
 
+def _hwc_numpy(u8: torch.Tensor) -> np.ndarray:
+    """uint8 CPU images [N, C, H, W] -> one contiguous [N, H, W, C] NumPy array (for per-image Pillow calls)."""
+    return u8.permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def pixelate(u8: torch.Tensor, factor: float, draws: Draws, preset: Preset) -> torch.Tensor:
-    """Pillow BOX downscale by the table's factor (horizontal pass first, 8-bit between passes), then upscale:
-    NEAREST (imagecorruptions) or BOX (Hendrycks' small-image generators). Exact Pillow arithmetic; uint8 out."""
+    """Pillow BOX downscale by the table's factor, then upscale: NEAREST (imagecorruptions) or BOX (Hendrycks'
+    small-image generators). On the CPU Pillow itself runs per image (the reference's code, ~0.2 ms at 224 px); on
+    other devices ``kernels.pil_box_resize`` reproduces Pillow's integer arithmetic exactly. uint8 out."""
     h, w = u8.shape[-2:]
     sh, sw = int(h * factor), int(w * factor)
+    up = Image.BOX if preset.pixelate_upscale == "box" else Image.NEAREST
+    if u8.device.type == "cpu":
+        images = _hwc_numpy(u8)
+        out = np.empty_like(images)
+        for i, image in enumerate(images):
+            out[i] = np.asarray(Image.fromarray(image).resize((sw, sh), Image.BOX).resize((w, h), up))
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
     x = kernels.pil_box_resize(u8, sh, sw)
-    if preset.pixelate_upscale == "box":
+    if up == Image.BOX:
         return kernels.pil_box_resize(x, h, w)
     x = x.index_select(-2, torch.as_tensor(kernels.pil_nearest_index(sh, h), device=u8.device))
     return x.index_select(-1, torch.as_tensor(kernels.pil_nearest_index(sw, w), device=u8.device))
@@ -446,8 +468,9 @@ def jpeg_compression(u8: torch.Tensor, quality: int, draws: Draws, preset: Prese
             encoded = torchvision.io.encode_jpeg(list(u8), quality=quality)
             decoded = torchvision.io.decode_jpeg([e.cpu() for e in encoded], device=u8.device)
         return torch.stack(decoded)
-    out = np.empty((u8.shape[0], u8.shape[2], u8.shape[3], u8.shape[1]), dtype=np.uint8)
-    for i, image in enumerate(u8.permute(0, 2, 3, 1).numpy()):
+    images = _hwc_numpy(u8)
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
         buffer = BytesIO()
         Image.fromarray(image).save(buffer, "JPEG", quality=quality)
         out[i] = np.asarray(Image.open(buffer))
@@ -459,7 +482,7 @@ def spatter(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.T
     loc, scale, sigma, threshold, strength, mud = p
     n, c, h, w = u8.shape
     x = _unit(u8)
-    liquid = draws.normal((h, w), loc=loc, scale=scale, dtype=torch.float64)[:, None]
+    liquid = draws.normal((h, w), loc=loc, scale=scale, dtype=_layer_dtype(draws))[:, None]
     liquid = kernels.gaussian_filter(liquid, sigma)
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if mud:
