@@ -195,8 +195,13 @@ def _pil_box_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
 
 
 def pil_box_resize(u8: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``Image.resize((width, height), Image.BOX)`` of uint8 images [..., H, W], bit-exact: horizontal pass first,
-    8-bit between passes, 22-bit fixed-point weights (Pillow's ImagingResample); uint8 [..., height, width]."""
+    """``Image.resize((width, height), Image.BOX)`` of uint8 images [..., H, W]: horizontal pass first, 8-bit between
+    passes, 22-bit fixed-point weights (Pillow's ImagingResample); uint8 [..., height, width].
+
+    Bit-exact when one axis changes or both change by the same factor (square images: pixelate). When both axes of
+    a non-square image change by different factors, Pillow sometimes runs the vertical pass first (a rule not
+    reproduced here), and single values can then differ by one level.
+    """
     x = _pil_box_axis(u8.to(torch.int32), width, u8.ndim - 1)
     x = _pil_box_axis(x, height, u8.ndim - 2)
     return x.to(torch.uint8)

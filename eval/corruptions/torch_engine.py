@@ -563,7 +563,7 @@ def corrupt_torch(images: torch.Tensor, corruption: str, severity: int, keys: Se
     chunk = len(keys)
     if images.device.type == "cpu":
         chunk = max(1, CPU_CHUNK_PIXELS // (images.shape[2] * images.shape[3]))
-    outs = []
+    result = torch.empty_like(images, memory_format=torch.contiguous_format)
     with torch.no_grad():
         for start in range(0, len(keys), chunk):
             out = ENGINES[corruption](rgb[start:start + chunk], param, draws[start:start + chunk], table)
@@ -571,5 +571,5 @@ def corrupt_torch(images: torch.Tensor, corruption: str, severity: int, keys: Se
                 out = torch.floor(out.clamp(0, 255))
             if images.shape[1] == 1:
                 out = torch.round(out.to(torch.float32).mean(1, keepdim=True))
-            outs.append(out.to(torch.uint8))
-    return torch.cat(outs)
+            result[start:start + chunk] = out  # float values are whole numbers in [0, 255]: exact conversion
+    return result
