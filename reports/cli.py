@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import sqlite3
 import sys
+from pathlib import Path
 
 from reports.assemble import build
+
+EXIT_BAD_INPUT = 2  # a store, flag or file that cannot be used
+EXIT_IO = 1  # the file system refused a write (read-only --out, full disk)
+
+
+def describe_os_error(error: OSError) -> str:
+    """A one-line message for a refused read or write: the path, the reason and what to do."""
+    name = error.filename if error.filename is not None else "a file"
+    where = Path(name).parent if isinstance(name, str) and Path(name).name.startswith(".") else name
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"cannot write {where}: {error.strerror}; free space or choose another --out"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where}: {error.strerror}; make --out writable or choose another"
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"{name}: {error.strerror}; --out and its parents must be folders"
+    return f"{name}: {error.strerror or error}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         paths = build(args.results, args.out, baseline=args.baseline, examples=args.examples)
     except (FileNotFoundError, ValueError) as error:
         print(f"nst-report: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except sqlite3.Error as error:
+        print(f"nst-report: error: reading {' '.join(args.results)}: {error}; give the results.sqlite files that "
+              "nst-eval wrote", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"nst-report: error: {describe_os_error(error)}", file=sys.stderr)
+        return EXIT_IO
     print(f"wrote {len(paths)} files; open {paths['report.html']}")
     return 0
 

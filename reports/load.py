@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,10 +108,28 @@ def run_configs(store: Store) -> dict[str, dict]:
     return configs
 
 
-def _read_store(path: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open a SQLite file read-only, whatever characters its path holds ('#', '?', '%', spaces...).
+
+    The path becomes a percent-encoded `file:` URI (pathlib's `as_uri`), so SQLite never cuts it at a '#' or '?'
+    or decodes a '%41'; `mode=ro` never creates a file. Raises FileNotFoundError when there is no such file.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"results store not found: {path}")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        raise FileNotFoundError(f"results store not found: {path} (give the results.sqlite that nst-eval wrote)")
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _read_store(path: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    try:
+        return _read_tables(path, notes)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise ValueError(f"{path} is not a readable results store ({exc}): it is another kind of file, truncated "
+                         "or corrupt; give the results.sqlite that nst-eval wrote") from exc
+
+
+def _read_tables(path: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    with closing(connect_read_only(path)) as con:
         tables = set(pd.read_sql("SELECT name FROM sqlite_master WHERE type='table'", con)["name"])
         if "results" not in tables:
             raise ValueError(f"{path} has no `results` table: is it a results store?")

@@ -12,6 +12,7 @@ import base64
 import html
 import math
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def write_tables(tables: list[Table], out: Path) -> list[Path]:
         frame = _with_index(table.frame)
         csv, tex = folder / f"{table.name}.csv", folder / f"{table.name}.tex"
         safe = frame.rename(columns=lambda c: neutralise(str(c))).apply(
-            lambda column: column.map(neutralise) if column.dtype == object else column)
+            lambda column: column if pd.api.types.is_numeric_dtype(column) else column.map(neutralise))
         text = safe.to_csv(index=False)
         atomic_write(csv, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         latex = latex_table(frame, plain(table.caption), f"tab:{table.name}", _key_columns(table.frame))
@@ -128,12 +129,23 @@ def latex_table(frame: pd.DataFrame, caption: str, label: str, keys: int = 1) ->
         suffix = f" (part {index} of {len(groups)})" if len(groups) > 1 else ""
         part_label = f"{label}-{index}" if len(groups) > 1 else label
         longtable = len(part) > LATEX_LONG_ROWS
-        texts = pd.DataFrame({str(c): format_column(part[c]) for c in part.columns}, index=range(len(part)))
-        latex = texts.to_latex(index=False, escape=True, caption=caption + suffix, label=part_label,
+        texts = pd.DataFrame({latex_escape(str(c)): [latex_escape(t) for t in format_column(part[c])]
+                              for c in part.columns}, index=range(len(part)))
+        latex = texts.to_latex(index=False, escape=False, caption=latex_escape(caption + suffix), label=part_label,
                                longtable=longtable, column_format="l" * keys + "r" * len(group))
         parts.append(latex if longtable else latex.replace("\\begin{table}", "\\begin{table}[htbp]\n\\small", 1))
     header = "% needs \\usepackage{booktabs} (and longtable for long parts)\n"
     return header + "\n".join(parts)
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+          ">": r"\textgreater{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe in LaTeX: its special characters as commands, newlines as spaces."""
+    return re.sub(r"[\\&%$#_{}~^<>]", lambda m: _LATEX[m.group()], plain(text).replace("\n", " "))
 
 
 def write_markdown(title: str, summary: Summary, sections: list[Section], out: Path) -> Path:
@@ -303,7 +315,7 @@ def _anchor(text: str, taken: set[str]) -> str:
     return anchor
 
 
-def _short(text: str, most: int = 70) -> str:
-    first = text.split(": ")[0] if len(text) > most else text
-    first = first.split(". ")[0]
-    return first if len(first) <= most else first[: most - 3].rstrip() + "..."
+def _short(text: str, most: int = 60) -> str:
+    """A contents entry from a caption: its first clause, shortened at a word boundary."""
+    first = re.split(r"[.;:(]\s", text + " ")[0].strip().rstrip(".")
+    return textwrap.shorten(first, most, placeholder=" ...")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,15 @@ def accuracy_ci(value_percent: float, n: float | None, level: float = LEVEL) -> 
         return float("nan"), float("nan")
     low, high = clopper_pearson(round(value_percent / 100 * n), int(n), level)
     return 100 * low, 100 * high
+
+
+def decimals(n: object) -> int:
+    """Decimals an accuracy in percent over n images carries (one image is 100 / n %): 0 for n <= 100, 1 for n up to
+    1000, 2 up to 10,000 (3 at most); 1 when n is unknown."""
+    if isinstance(n, bool) or not isinstance(n, (int, float, np.integer, np.floating)) or not math.isfinite(n) \
+            or n <= 0:
+        return 1
+    return int(max(0, min(3, math.ceil(math.log10(n)) - 2)))
 
 
 def mcnemar_exact(model: np.ndarray, baseline: np.ndarray) -> McNemar:

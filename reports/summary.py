@@ -3,12 +3,11 @@ the baseline and whether a paired test resolves it."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from reports.render import Summary, name
+from reports.stats import decimals
 
 LEVEL = 0.05
 """A change counts as resolved when its paired test gives p < LEVEL or its 95% CI excludes 0."""
@@ -21,13 +20,6 @@ MARKS = {"better": "✓", "worse": "✗", "unresolved": "~", "untested": "?", "b
 def lower_is_better(quantity: str) -> bool:
     """Whether a smaller value of the headline quantity (key as in `tables.quantities`) is the better one."""
     return quantity.split("_d")[0] in LOWER_IS_BETTER and not quantity.startswith("mean_")
-
-
-def decimals(n: object) -> int:
-    """Decimals an accuracy in percent over n images carries (one image is 100 / n %): 1 for n = 200 or 1000."""
-    if n is None or not isinstance(n, (int, float, np.integer, np.floating)) or not math.isfinite(n) or n <= 0:
-        return 1
-    return int(max(0, min(3, math.ceil(math.log10(n)) - 2)))
 
 
 def summary_quantities(long: pd.DataFrame) -> list[str]:

@@ -11,7 +11,7 @@ import pandas as pd
 from reports.corruptions import corruption_sort_key, perturbation_sort_key
 from reports.derived import DERIVED, derived_cis, paired_delta_cis
 from reports.load import Store, cell_key, correctness, run_configs
-from reports.stats import accuracy_ci, mcnemar_exact
+from reports.stats import accuracy_ci, decimals, mcnemar_exact
 
 NOT_RECORDED = "not recorded"
 VERSIONED_PACKAGES = ("torch", "timm", "torchattacks")
@@ -99,15 +99,27 @@ def headline_wide(long: pd.DataFrame, column: str = "value") -> pd.DataFrame:
 
 def headline_display(long: pd.DataFrame) -> pd.DataFrame:
     """Headline cells formatted as 'value [CI low, CI high]'."""
-    formatted = long.assign(cell=[_with_ci(v, lo, hi) for v, lo, hi in
-                                  zip(long["value"], long["ci_low"], long["ci_high"])])
+    formatted = long.assign(cell=[_with_ci(v, lo, hi, _places(q, n)) for v, lo, hi, q, n in
+                                  zip(long["value"], long["ci_low"], long["ci_high"], long["quantity"], long["n"])])
     return headline_wide(formatted, "cell")
 
 
 def delta_display(long: pd.DataFrame) -> pd.DataFrame:
-    """Change against the baseline per model and quantity, with the paired test's p-value where one ran."""
-    cells = [("" if pd.isna(d) else f"{d:+.2f}" + ("" if pd.isna(p) else f" (p={p:.3g})"))
-             for d, p in zip(long["delta"], long["p_value"])]
+    """Change against the baseline per model and quantity (to the value's precision), with the paired test's p-value
+    or the paired bootstrap CI of the change where one ran; 'baseline' for the baseline itself."""
+    cells = []
+    for row in long.itertuples(index=False):
+        places = _places(row.quantity, row.n)
+        if row.test == "baseline":
+            cells.append("baseline")
+        elif pd.isna(row.delta):
+            cells.append("")
+        elif pd.notna(row.p_value):
+            cells.append(f"{row.delta:+.{places}f} (p = {row.p_value:.2g})")
+        elif pd.notna(row.delta_low):
+            cells.append(f"{row.delta:+.{places}f} [{row.delta_low:+.{places}f}, {row.delta_high:+.{places}f}]")
+        else:
+            cells.append(f"{row.delta:+.{places}f} (no test)")
     return headline_wide(long.assign(cell=cells), "cell")
 
 
@@ -378,10 +390,15 @@ def _paired_test(store: Store, model: str, baseline: str, row: pd.Series, base_r
     return {"p_value": result.p_value, "test": result.test}
 
 
-def _with_ci(value: float, low: float, high: float) -> str:
+def _places(quantity: str, n: object) -> int:
+    """Decimals to show: an accuracy's precision from its n (`stats.decimals`); 1 for derived metrics."""
+    return 1 if quantity in DERIVED or quantity.split("_d")[0] in PERTURBATION else decimals(n)
+
+
+def _with_ci(value: float, low: float, high: float, places: int = 2) -> str:
     if pd.isna(low):
-        return f"{value:.2f}"
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+        return f"{value:.{places}f}"
+    return f"{value:.{places}f} [{low:.{places}f}, {high:.{places}f}]"
 
 
 def _order_models_and_corruptions(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:

@@ -1,0 +1,119 @@
+"""Report rendering: formula-safe CSV, escaped names, LaTeX that fits a page, numbers to their precision, the
+summary's directions and verdicts, and no global matplotlib state from `import reports`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import reports
+from reports import render, tables
+from reports.load import load_stores
+from reports.stats import decimals
+from reports.summary import build_summary, lower_is_better
+from test_reports import BASELINE, CLEAN, write_store
+
+HOSTILE_RUN = "<b>bold</b>*x*"
+FORMULA_RUN = '=HYPERLINK("http://x")'
+
+
+@pytest.fixture(scope="module")
+def long(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Headline of run fmnist gen0..gen2 against gen0."""
+    store = write_store(tmp_path_factory.mktemp("render") / "main.sqlite", ["fmnist/gen0", "fmnist/gen1",
+                                                                            "fmnist/gen2"])
+    return tables.headline_long(load_stores([store]), BASELINE)
+
+
+def test_import_changes_no_matplotlib_state(tmp_path: Path) -> None:
+    code = f"""
+import matplotlib
+matplotlib.use("svg")
+before = dict(matplotlib.rcParams)
+import reports
+from reports import figures
+figures.training_curves({{"a/gen0": [{{"epoch": 1, "loss": 1.0, "lr": 0.1}}]}}, {{}}, __import__("pathlib").Path({str(tmp_path)!r}))
+after = dict(matplotlib.rcParams)
+changed = sorted(k for k in before if before[k] != after[k])
+print(matplotlib.get_backend(), changed)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg []"
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path: Path) -> None:
+    assert render.neutralise("=1+1") == "'=1+1"
+    assert render.neutralise("@SUM(A1)") == "'@SUM(A1)"
+    assert render.neutralise("+cmd") == "'+cmd" and render.neutralise("-2+3") == "'-2+3"
+    assert render.neutralise("\tx") == "'\tx" and render.neutralise("\rx") == "'\rx"
+    assert render.neutralise("-1.5") == "-1.5" and render.neutralise("gen0") == "gen0" and render.neutralise(3) == 3
+    frame = pd.DataFrame({"model": [FORMULA_RUN, "a/gen1"], "value": [-1.5, 2.0]}).set_index("model")
+    render.write_tables([render.Table("t", frame.rename(columns={"value": "=cmd"}), "c")], tmp_path)
+    text = (tmp_path / "tables" / "t.csv").read_text()
+    assert text.splitlines() == ["model,'=cmd", "\"'=HYPERLINK(\"\"http://x\"\")\",-1.5", "a/gen1,2.0"]
+
+
+def test_names_with_html_and_markdown_are_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(CLEAN, f"{HOSTILE_RUN}/gen0", 80)
+    monkeypatch.setitem(CLEAN, f"{FORMULA_RUN}/gen1", 85)
+    store = write_store(tmp_path / "hostile.sqlite", [f"{HOSTILE_RUN}/gen0", f"{FORMULA_RUN}/gen1"])
+    paths = reports.build([store], tmp_path / "out")
+    markdown = paths["report.md"].read_text()
+    page = paths["report.html"].read_text()
+    assert "<b>" not in markdown and "&lt;b&gt;bold&lt;/b&gt;\\*x\\*/gen0" in markdown
+    assert "<b>bold" not in page and "&lt;b&gt;bold&lt;/b&gt;*x*/gen0" in page
+    headline = paths["tables/headline.csv"].read_text()
+    assert "'=HYPERLINK" in headline and "\n=HYPERLINK" not in headline
+    assert "\\textless{}b\\textgreater{}" in paths["tables/headline.tex"].read_text()
+
+
+def test_markdown_escape_leaves_the_report_words_alone() -> None:
+    text = "Models: " + render.name("a_b|c") + ", see `code`."
+    assert render.md_text(text) == "Models: a\\_b\\|c, see `code`."
+    assert str(render.html_text(text)) == "Models: a_b|c, see <code>code</code>."
+    assert render.plain(text) == "Models: a_b|c, see `code`."
+
+
+def test_latex_tables_are_split_to_fit_a_page() -> None:
+    frame = pd.DataFrame({"model": ["a", "b"], **{f"metric {i} (%)": [1.0 * i, 2.5] for i in range(17)}})
+    latex = render.latex_table(frame, "Wide", "tab:wide")
+    assert latex.count("\\begin{tabular}") == 3 and latex.count("\\toprule") == 3
+    assert "(part 1 of 3)" in latex and "(part 3 of 3)" in latex
+    assert latex.count("model &") == 3  # the key column repeated in every part
+    long_frame = pd.DataFrame({"model": [f"m{i}" for i in range(50)], "x": np.arange(50, dtype=float)})
+    assert "\\begin{longtable}" in render.latex_table(long_frame, "Long", "tab:long")
+
+
+def test_numbers_are_printed_to_their_precision(long: pd.DataFrame) -> None:
+    assert render.format_column(pd.Series([0.19900000000000007, 12.3456])) == ["0.199", "12.35"]
+    assert render.format_column(pd.Series([0.0, 2.0, np.nan])) == ["0", "2", ""]
+    assert tables.rounded({"eps": [0.19900000000000007], "lr": 0.1 + 0.2}) == {"eps": [0.199], "lr": 0.3}
+    assert [decimals(n) for n in (100, 200, 1000, 10000, None)] == [0, 1, 1, 2, 1]
+    display = tables.headline_display(long)
+    assert display.loc["fmnist/gen2", "clean top-1 (%)"] == "90 [82, 95]"  # n = 100: whole percent
+    columns, rows = render.display_rows(display)
+    assert columns[0] == "model" and "label" not in columns  # no pandas axis-name artefact
+    assert tables.delta_display(long).loc["fmnist/gen2", "clean top-1 (%)"] == "+10 (p = 0.002)"
+
+
+def test_summary_says_which_way_is_better_and_what_is_resolved(long: pd.DataFrame) -> None:
+    assert lower_is_better("mce") and lower_is_better("mfr_d2") and not lower_is_better("clean_top1")
+    assert not lower_is_better("mean_corruption_top1") and not lower_is_better("PGD_eps8")
+    summary = build_summary(long, BASELINE)
+    labels = [c["label"] for c in summary.columns]
+    assert labels == ["clean top-1", "mCE", "relative mCE", "mFR", "FGSM eps=8/255 acc.", "PGD eps=8/255 acc."]
+    assert [c["direction"] for c in summary.columns][:2] == ["higher is better", "lower is better"]
+    cells = {row["model"]: dict(zip(labels, row["cells"])) for row in summary.rows}
+    assert cells[BASELINE]["clean top-1"]["verdict"] == "baseline"
+    gen1, gen2 = cells["fmnist/gen1"], cells["fmnist/gen2"]
+    assert gen2["clean top-1"]["verdict"] == "better" and gen2["clean top-1"]["change"] == "+10 pp, p = 0.002 ✓"
+    assert gen1["clean top-1"]["verdict"] == "unresolved"  # 5 discordant images: p = 0.0625
+    assert gen2["mCE"]["verdict"] == "better" and "[" in gen2["mCE"]["change"]
+    assert gen2["mFR"]["verdict"] == "untested"
