@@ -119,3 +119,23 @@ def test_damaged_cache_file_is_regenerated(tmp_path, images):
     (path,) = tmp_path.rglob("*.npy")
     path.write_bytes(b"truncated")
     assert torch.equal(cached_sequences(images, "rotate", [0, 1], cache_dir=tmp_path), first)
+
+
+def test_shot_noise_frames_are_poisson_counts():
+    """Frames 1.. of shot_noise are Poisson(x * L) / L: mean x and variance x / L per pixel (x in [0, 1])."""
+    value, lam = 128, 60.0  # difficulty 3
+    images = torch.full((2, 3, 32, 32), value, dtype=torch.uint8)
+    seq = generate_sequences(images, "shot_noise", keys=[0, 1], seed=0, difficulty=3, device="cpu")
+    counts = seq[:, 1:].double() / 255 * lam  # back to counts (frames round counts / L * 255)
+    x = value / 255
+    assert abs(float(counts.mean()) / lam - x) < 0.01
+    assert abs(float(counts.var()) / (x * lam) - 1) < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sequences_generate_on_cuda(images):
+    for perturbation in ALL_PERTURBATIONS:
+        seq = generate_sequences(images, perturbation, keys=[3, 7], seed=1, device="cuda")
+        assert seq.device.type == "cuda" and seq.shape[0] == 2
+        alone = generate_sequences(images[1:], perturbation, keys=[7], seed=1, device="cuda")
+        assert torch.equal(alone[0], seq[1])
