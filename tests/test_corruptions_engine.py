@@ -107,7 +107,17 @@ def test_cuda_matches_cpu() -> None:
     x = _photos(3, 64, 80)
     for corruption in ALL_CORRUPTIONS:
         for severity in (1, 5):
-            cpu = corrupt(x, corruption, severity, [0, 1, 2])
-            cuda = corrupt(x.cuda(), corruption, severity, [0, 1, 2])
+            cpu = corrupt(x, corruption, severity, [0, 1, 2], rng="reference")
+            cuda = corrupt(x.cuda(), corruption, severity, [0, 1, 2], rng="reference")  # CUDA's default: device
             assert cuda.device.type == "cuda" and cuda.dtype == torch.uint8
             assert _psnr(cpu, cuda.cpu()) >= 40, (corruption, severity)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_device_mode_is_per_image() -> None:
+    x = _photos(5, 64, 80).cuda()
+    for corruption in ALL_CORRUPTIONS:
+        whole = corrupt(x, corruption, 3, [0, 1, 2, 3, 4])
+        assert whole.device.type == "cuda" and whole.dtype == torch.uint8
+        assert torch.equal(whole[2:3], corrupt(x[2:3], corruption, 3, [2])), corruption
+        assert torch.equal(whole[[4, 1]], corrupt(x[[4, 1]], corruption, 3, [4, 1])), corruption
