@@ -7,11 +7,11 @@ The speed table times, in one run, the reference backend and the torch engine in
 'reference' = the reference's NumPy draws, 'device' = per-image torch generators), prints each mode's speed-up per
 corruption, the geometric mean over the 15 common corruptions, and the load average (os.getloadavg) before and
 after, since the machine may be shared.
-       python benchmarks/bench_corruptions.py --model CHECKPOINT_DIR [--images 1000]
+       python benchmarks/bench_corruptions.py --model CHECKPOINT_DIR [--images 1000] [--compare backend|rng]
        python benchmarks/bench_corruptions.py --fidelity 4 [--size 224]
 The --fidelity form prints the PSNR (dB) between the two backends per corruption and severity on that many photos.
-The --model form prints a trained model's top-1 error on its own test set corrupted by each backend, per corruption
-and severity, and the difference (torch - reference) in points.
+The --model form prints a trained model's top-1 error on its own test set corrupted by each backend (or, with
+--compare rng, by the torch engine in each random-number mode), per corruption and severity, and the difference.
 Images are skimage sample photos resized to the size (no downloads). Prints a markdown table.
 OMP_WAIT_POLICY defaults to PASSIVE here: on cores shared with other jobs, spin-waiting OpenMP threads stall every
 small torch op (measured 5-10x slower at 2 threads); set it in the environment to override.
@@ -78,15 +78,30 @@ def fidelity_table(n: int, size: int) -> None:
         print(f"| {name} | {' | '.join(cells)} |", flush=True)
 
 
-def model_error_table(checkpoint: str, n: int, batch: int) -> None:
-    """Print top-1 error (%) per corruption and severity: reference, torch, and their difference in points."""
+def model_error_table(checkpoint: str, n: int, batch: int, compare: str = "backend",
+                      preset: str | None = None) -> None:
+    """Print top-1 error (%) per corruption and severity for two ways of corrupting, and their difference in points.
+
+    compare="backend": the imagecorruptions reference vs the torch engine (imagenet-c, reference draws);
+    compare="rng": the torch engine's 'reference' vs 'device' random-number modes, in ``preset`` (None: the default
+    preset of the test images' size).
+    """
     from nst_core import load_model
     from nst_core.data import load_test_set
+
+    from eval.corruptions import resolve_settings
 
     model, meta = load_model(checkpoint)
     test = load_test_set(meta["config"]["data"], meta["input_size"])
     images, labels = test.images[:n], test.labels[:n]
     keys = list(range(len(labels)))
+    if compare == "backend":
+        ways = {"reference": dict(backend="imagecorruptions"), "torch": dict(backend="torch", preset="imagenet-c")}
+    else:
+        preset = resolve_settings(images, preset=preset)[0]
+        ways = {"reference mode": dict(preset=preset, rng="reference"), "device mode": dict(preset=preset,
+                                                                                             rng="device")}
+    (a_name, a_kw), (b_name, b_kw) = ways.items()
 
     def error(x: torch.Tensor) -> float:
         with torch.no_grad():
@@ -94,13 +109,14 @@ def model_error_table(checkpoint: str, n: int, batch: int) -> None:
         return 100.0 * float((pred != labels).float().mean())
 
     print(f"# {meta['name']} (sha256 {meta['sha256'][:12]}), {test.name} first {len(labels)} images at "
-          f"{tuple(images.shape[1:])}, clean top-1 error {error(images):.2f} %")
-    print("| corruption | reference error s1..s5 (%) | torch error s1..s5 (%) | torch - reference (points) | max abs |")
+          f"{tuple(images.shape[1:])}, clean top-1 error {error(images):.2f} %; {a_name}: {a_kw}; {b_name}: {b_kw}")
+    print(f"| corruption | {a_name} error s1..s5 (%) | {b_name} error s1..s5 (%) | {b_name} - {a_name} (points) "
+          "| max abs |")
     print("|---|---|---|---|---:|")
     worst = 0.0
     for name in ALL_CORRUPTIONS:
-        ref = [error(corrupt(images, name, s, keys, backend="imagecorruptions")) for s in range(1, 6)]
-        ours = [error(corrupt(images, name, s, keys, backend="torch")) for s in range(1, 6)]
+        ref = [error(corrupt(images, name, s, keys, **a_kw)) for s in range(1, 6)]
+        ours = [error(corrupt(images, name, s, keys, **b_kw)) for s in range(1, 6)]
         diff = [b - a for a, b in zip(ref, ours)]
         worst = max(worst, max(abs(d) for d in diff))
         print(f"| {name} | {' '.join(f'{v:.1f}' for v in ref)} | {' '.join(f'{v:.1f}' for v in ours)} "
@@ -125,6 +141,8 @@ def main() -> None:
                         "the only one the reference computes)")
     parser.add_argument("--model", help="checkpoint directory: print the model-error table instead")
     parser.add_argument("--images", type=int, default=1000, help="test images for --model")
+    parser.add_argument("--compare", choices=["backend", "rng"], default="backend",
+                        help="--model: reference backend vs torch engine, or the engine's reference vs device mode")
     parser.add_argument("--fidelity", type=int, metavar="N", help="print the PSNR table on N photos instead")
     args = parser.parse_args()
 
@@ -133,7 +151,7 @@ def main() -> None:
         fidelity_table(args.fidelity, args.size)
         return
     if args.model:
-        model_error_table(args.model, args.images, args.batch)
+        model_error_table(args.model, args.images, args.batch, args.compare, args.preset)
         return
     images = sample_images(args.batch, args.size).to(args.device)
     preset = args.preset or "imagenet-c"
