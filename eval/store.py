@@ -5,7 +5,8 @@ corruption, severity, attack, eps, metric, n), enforced by a unique index that t
 it again replaces it and a re-run can ask `has_cell(...)` to skip what is stored. `n` belongs to the identity
 (a `--limit` subset and the full set are different measurements). Each evaluated cell (its metric rows and its
 per-image correctness) is written in one transaction, so an interrupted run leaves only whole cells behind.
-`write_summary` keeps `<out>/summary.json` (headline figures per model), replaced atomically.
+`write_summary` keeps `<out>/summary.json` (headline figures per model), replaced atomically under an exclusive
+lock (`<out>/.summary.json.lock`), so concurrent evaluations into one folder lose no model's entry.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import json
 import math
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -104,8 +106,15 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class StoreError(ValueError):
+    """A results store or summary.json that cannot be read (not a database, truncated, corrupt); names the file."""
+
+
 class ResultStore:
-    """The SQLite results store; `path=None` keeps it in memory (API use without an output folder)."""
+    """The SQLite results store; `path=None` keeps it in memory (API use without an output folder).
+
+    Raises StoreError when `path` exists but is not a readable SQLite store (another file, truncated, corrupt).
+    """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = None if path is None else Path(path)
@@ -113,7 +122,16 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(":memory:" if self.path is None else str(self.path), timeout=60)
         self.conn.row_factory = sqlite3.Row
-        self._create_or_migrate()
+        try:
+            self._create_or_migrate()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise StoreError(
+                f"{self.path} is not a readable results store ({exc}): it is another kind of file, truncated or "
+                "corrupt. Move it away (nst-eval then starts a new store there) or choose another --out"
+            ) from exc
 
     def _create_or_migrate(self) -> None:
         """Create the tables, or bring a version-1 store to `SCHEMA_VERSION`; a newer store is an error."""
@@ -203,16 +221,44 @@ class ResultStore:
 
 
 def write_summary(out_dir: str | os.PathLike, model: str, figures: Mapping[str, Any]) -> Path:
-    """Merge one model's headline figures into `<out>/summary.json` ({"models": {name: figures}}), atomically."""
+    """Merge one model's headline figures into `<out>/summary.json` ({"models": {name: figures}}), atomically.
+
+    The read-merge-replace runs under an exclusive `fcntl.flock` on `<out>/.summary.json.lock` (released when the
+    process ends, even by a kill), so concurrent writers each see the others' entries. Raises StoreError when the
+    existing summary.json is not a JSON object.
+    """
     path = Path(out_dir) / "summary.json"
-    data: dict[str, Any] = {"models": {}}
-    if path.exists():
-        data = json.loads(path.read_text())
-        data.setdefault("models", {})
-    data["models"][model] = {**data["models"].get(model, {}), **dict(figures), "updated": now()}
-    text = json.dumps(_plain(data), indent=2, sort_keys=True, allow_nan=False)
-    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent / f".{path.name}.lock"):
+        data: dict[str, Any] = {"models": {}}
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise StoreError(f"{path} is not valid JSON ({exc}); delete it: nst-eval writes it again, one "
+                                 "entry per model it evaluates (results.sqlite holds every figure)") from exc
+            if not isinstance(data, dict) or not isinstance(data.setdefault("models", {}), dict):
+                raise StoreError(f"{path} is not a summary ({{\"models\": {{...}}}}); delete it or choose another --out")
+        data["models"][model] = {**data["models"].get(model, {}), **dict(figures), "updated": now()}
+        text = json.dumps(_plain(data), indent=2, sort_keys=True, allow_nan=False)
+        atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
     return path
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_path` (created if absent); no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _plain(obj: Any) -> Any:
@@ -230,4 +276,4 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-__all__ = ["Cell", "ResultStore", "write_summary", "now", "RESULT_COLUMNS", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["Cell", "ResultStore", "StoreError", "write_summary", "now", "RESULT_COLUMNS", "SCHEMA", "SCHEMA_VERSION"]
