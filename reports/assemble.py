@@ -53,7 +53,7 @@ def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str 
     written = write_tables(_tables(long, corruptions, ce_wide, changes, perturbations, ablation, store), out)
     sections = [
         Section("Overview", _overview(store, baseline)),
-        _headline_section(long, colours, out),
+        _headline_section(long, colours, out, tables.seed_groups(store)),
         _training_section(store, colours, out),
         _corruption_section(long, corruptions, ce_wide, changes, store.order, baseline, colours, out),
         _perturbation_section(perturbations, shown, example_path, out),
@@ -87,6 +87,8 @@ def _tables(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame
         Table("ce_per_corruption", ce_wide, "CE (%) per corruption (rows) and model (columns)."),
         Table("corruption_changes", changes, "Change in top-1 error against the baseline per corruption and "
               "severity, with McNemar's exact p-value."),
+        Table("across_seeds", tables.across_seeds(long, tables.seed_groups(store)), "Mean over seeds and its 95% t "
+              "interval per generation and headline quantity."),
         Table("training", tables.training_table(store), "Per generation: test top-1 recorded at training, data "
               "sizes and pseudo-label statistics from meta.json."),
         Table("perturbations", perturbations, "Flip probability, FR, T5D and top-1 per perturbation and difficulty."),
@@ -114,7 +116,26 @@ def _mark_paths(text: str, paths: list[Path]) -> str:
     return text
 
 
-def _headline_section(long: pd.DataFrame, colours: dict, out: Path) -> Section:
+def _seed_blocks(long: pd.DataFrame, groups: dict[str, list[str]], out: Path) -> list:
+    """Across-seed means and t intervals per generation, when runs differ only in their seed."""
+    seeds = tables.across_seeds(long, groups)
+    if seeds.empty:
+        return []
+    named = "; ".join(f"{name(g)}: " + ", ".join(name(r) for r in runs) for g, runs in groups.items())
+    frame = seeds.assign(model=[f"{g} ({k} seeds)/gen{n}" for g, k, n in
+                                zip(seeds["group"], seeds["seeds"], seeds["generation"])],
+                         run=seeds["group"], value=seeds["mean"])
+    colours = figures.model_colours(list(dict.fromkeys(frame["model"])), dict(zip(frame["model"], frame["run"])))
+    figures.metrics_vs_generation(frame, colours, out / "figures", stem="seeds_vs_generation")
+    shown = seeds.drop(columns=["quantity", "attack", "eps"])
+    return [f"Runs that differ only in their seed: {named}.",
+            Figure(out / "figures" / "seeds_vs_generation", "Headline metrics vs generation: the mean over seeds "
+                   "with its 95% t interval (the spread between seeds: data draw, noise, initialisation)."),
+            Table("across_seeds", shown, "Mean over seeds, standard deviation, 95% t interval and each seed's "
+                  "value per generation.")]
+
+
+def _headline_section(long: pd.DataFrame, colours: dict, out: Path, groups: dict[str, list[str]]) -> Section:
     if long.empty:
         return Section("Headline", ["The stores hold no headline metrics."])
     fixed, robust = long[long["attack"].isna()], long[long["attack"].notna()]
@@ -128,6 +149,7 @@ def _headline_section(long: pd.DataFrame, colours: dict, out: Path) -> Section:
     blocks.append(METHODS)
     figures.metrics_vs_generation(long, colours, out / "figures")
     blocks.append(Figure(out / "figures" / "metrics_vs_generation", "Headline metrics vs generation (95% CIs)."))
+    blocks += _seed_blocks(long, groups, out)
     if not robust.empty:
         figures.robust_vs_eps(robust, colours, out / "figures")
         blocks.append(Figure(out / "figures" / "robust_accuracy_vs_eps",

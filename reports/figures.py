@@ -227,7 +227,7 @@ def pseudo_label_stats(pseudo: dict[str, dict], classes: list[str] | None, colou
                 accuracy_ax.text(j + (i - (len(models) - 1) / 2) * width, value, f"{value:.1f}", rotation=90,
                                  ha="center", va="bottom", fontsize=6)
     accuracy_ax.set_xticks([0, 1], ["whole pool", "kept"])
-    accuracy_ax.set_title("Pseudo-label accuracy (%)", fontsize=9)
+    accuracy_ax.set_title("Pseudo-label acc. (%)", fontsize=9)
     accuracy_ax.set_ylim(0, 110)
     _legend_below(fig, list(colours))
     return _save(fig, out / "pseudo_labels")
@@ -279,10 +279,11 @@ def robust_vs_eps(robust: pd.DataFrame, colours: dict[str, tuple], out: Path) ->
 
 
 @styled
-def metrics_vs_generation(long: pd.DataFrame, colours: dict[str, tuple], out: Path) -> list[Path]:
+def metrics_vs_generation(long: pd.DataFrame, colours: dict[str, tuple], out: Path,
+                          stem: str = "metrics_vs_generation") -> list[Path]:
     """Headline quantities vs generation with 95% CIs (robust accuracy at each attack's largest eps only).
 
-    A line per run; models without a run are dashed horizontal levels.
+    A line per run; models without a run are dashed horizontal levels. Written as `<stem>.png|svg`.
     """
     largest = long.groupby("attack")["eps"].transform("max")
     long = long[long["attack"].isna() | (long["eps"] == largest)]
@@ -310,7 +311,7 @@ def metrics_vs_generation(long: pd.DataFrame, colours: dict[str, tuple], out: Pa
     for ax in list(axes.flat)[len(labels):]:
         ax.set_visible(False)
     _legend_below(fig, list(colours))
-    return _save(fig, out / "metrics_vs_generation")
+    return _save(fig, out / stem)
 
 
 @styled

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from reports.corruptions import corruption_sort_key, perturbation_sort_key
 from reports.derived import DERIVED, derived_cis, paired_delta_cis
@@ -235,6 +236,40 @@ def ablation_table(store: Store, long: pd.DataFrame) -> pd.DataFrame:
         record.update(values.loc[model].to_dict() if model in values.index else {})
         rows.append(record)
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
+def seed_groups(store: Store) -> dict[str, list[str]]:
+    """Runs whose stored configs differ only in `seed` (and their own name and folder), grouped; groups of 2+ runs
+    only, named after their first run."""
+    configs = run_configs(store)
+    keys: dict[str, list[str]] = {}
+    for run, config in configs.items():
+        flat = flatten(rounded(config))
+        recipe = {k: v for k, v in flat.items() if k != "seed" and not (isinstance(v, str) and run in v)}
+        keys.setdefault(json.dumps(recipe, sort_keys=True, default=str), []).append(run)
+    return {runs[0]: runs for runs in keys.values() if len(runs) > 1}
+
+
+def across_seeds(long: pd.DataFrame, groups: dict[str, list[str]], level: float = 0.95) -> pd.DataFrame:
+    """Per seed group, generation and headline quantity: the mean over seeds and its t interval
+    (mean +- t_{(1+level)/2, k-1} * sd / sqrt(k), k seeds: the spread between seeds, not within a test set)."""
+    columns = ["group", "seeds", "generation", "quantity", "label", "attack", "eps", "mean", "sd", "ci_low",
+               "ci_high", "values"]
+    records = []
+    for group, runs in groups.items():
+        rows = long[long["run"].isin(runs) & long["generation"].notna()]
+        for (generation, quantity), part in rows.groupby(["generation", "quantity"], sort=False):
+            values = part["value"].to_numpy(dtype=float)
+            k = len(values)
+            if k < 2:
+                continue
+            mean, sd = float(values.mean()), float(values.std(ddof=1))
+            half = float(student_t.ppf((1 + level) / 2, k - 1)) * sd / np.sqrt(k)
+            records.append({"group": group, "seeds": k, "generation": int(generation), "quantity": quantity,
+                            "label": part["label"].iloc[0], "attack": part["attack"].iloc[0],
+                            "eps": part["eps"].iloc[0], "mean": mean, "sd": sd, "ci_low": mean - half,
+                            "ci_high": mean + half, "values": ", ".join(f"{v:.2f}" for v in values)})
+    return pd.DataFrame(records, columns=columns)
 
 
 def model_meta(store: Store, model: str) -> dict:

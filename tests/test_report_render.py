@@ -3,6 +3,8 @@ summary's directions and verdicts, and no global matplotlib state from `import r
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +119,25 @@ def test_summary_says_which_way_is_better_and_what_is_resolved(long: pd.DataFram
     assert gen1["clean top-1"]["verdict"] == "unresolved"  # 5 discordant images: p = 0.0625
     assert gen2["mCE"]["verdict"] == "better" and "[" in gen2["mCE"]["change"]
     assert gen2["mFR"]["verdict"] == "untested"
+
+
+def test_runs_that_differ_only_in_seed_get_across_seed_intervals(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for model, clean in (("fmnist/gen0", 80), ("fmnist/gen1", 85), ("fmnist_s1/gen0", 82), ("fmnist_s1/gen1", 89)):
+        monkeypatch.setitem(CLEAN, model, clean)
+    path = write_store(tmp_path / "seeds.sqlite", ["fmnist/gen0", "fmnist/gen1", "fmnist_s1/gen0", "fmnist_s1/gen1"])
+    with sqlite3.connect(path) as con:
+        for model, meta in con.execute("SELECT model, meta FROM models WHERE run = 'fmnist_s1'").fetchall():
+            meta = json.loads(meta)
+            meta["config"]["seed"] = 1
+            con.execute("UPDATE models SET meta = ? WHERE model = ?", (json.dumps(meta), model))
+    store = load_stores([path])
+    assert tables.seed_groups(store) == {"fmnist": ["fmnist", "fmnist_s1"]}
+    seeds = tables.across_seeds(tables.headline_long(store, BASELINE), tables.seed_groups(store))
+    row = seeds.set_index(["generation", "quantity"]).loc[(0, "clean_top1")]
+    assert (row["seeds"], row["mean"], row["values"]) == (2, 81.0, "80.00, 82.00")
+    # k = 2: t(0.975, 1) = 12.7062, sd = sqrt(2), so the half-width is 12.7062
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((81 - 12.706205, 81 + 12.706205), abs=1e-5)
+    paths = reports.build([path], tmp_path / "out", baseline=BASELINE)
+    assert paths["figures/seeds_vs_generation.png"].stat().st_size > 1000
+    assert "Runs that differ only in their seed: fmnist: fmnist, fmnist\\_s1." in paths["report.md"].read_text()
