@@ -50,7 +50,8 @@ def parse_overrides(pairs: list[str]) -> dict:
         try:
             overrides[key.strip()] = yaml_load(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({exc})") from exc
+            problem = " ".join(str(exc).split())  # one line
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({problem}); quote it if it is text") from exc
     return overrides
 
 

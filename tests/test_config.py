@@ -1,4 +1,5 @@
 """Config loading: plain YAML to typed dataclasses, with errors that name the key and the fix."""
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,38 @@ def test_shipped_configs_parse_and_build(path):
             continue  # builds, but too large to instantiate in a test
         model = create_model(spec, classes, cfg.data.input_size[0], cfg.noise.dropout, cfg.noise.drop_path)
         assert model.num_classes == classes
+
+
+def test_yaml_exponent_numbers_are_floats(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-3` as a string; configs read it as the number users mean."""
+    from nst_core.config import yaml_load
+
+    assert yaml_load("a: 1e-3\nb: -2E+5\nc: .5e1\nd: 3\ne: 1.0e-3") == {"a": 0.001, "b": -200000.0, "c": 5.0, "d": 3,
+                                                                      "e": 0.001}
+    assert yaml_load("a: v1e3\nb: 1e3x\nc: '1e-3'") == {"a": "v1e3", "b": "1e3x", "c": "1e-3"}  # text stays text
+    cfg = load_config(_with_text(tmp_path, "train:\n  lr: 1e-4\n  weight_decay: 5e-2\n"))
+    assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 0.05
+
+
+def _with_text(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(BASE) + extra)
+    return path
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "batch_size", 0, "train.batch_size must be >= 1"),
+    ("train", "lr", float("inf"), "train.lr must be a finite number"),
+    ("train", "epochs", 0, "train.epochs must be >= 1"),
+    ("mpl", "finetune_epochs", -1, "mpl.finetune_epochs must be >= 0"),
+    ("data", "crop_pct", 0.0, "data.crop_pct must be in (0, 1]"),
+])
+def test_ranges_are_checked_with_the_key_named(tmp_path, section, key, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, {**BASE, section: {key: value}}))
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/abs/run", "a/b", "..", ".", "", "a\\b"])
+def test_run_names_that_leave_the_output_folder_are_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match="is not a plain folder name"):
+        load_config(write(tmp_path, {**BASE, "name": name}))
