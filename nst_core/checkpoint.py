@@ -214,7 +214,8 @@ def load_state(path: Path, fingerprint: dict[str, Any] | None = None) -> dict[st
 
     A state that cannot be trusted (unreadable, tensors not matching their SHA-256, another `fingerprint`, or the
     old two-file format whose halves may come from different epochs) raises StateMismatch naming the file; it is
-    never used (callers discard it and start the generation again, which gives the same result).
+    never used (callers discard it and start the generation again, which gives the same result). Without
+    `fingerprint` (inspection) any training's state is returned.
     """
     path = _state_file(path)
     legacy = path.with_suffix(".json")
@@ -234,7 +235,7 @@ def load_state(path: Path, fingerprint: dict[str, Any] | None = None) -> dict[st
     if metadata.get("tensors_sha256") != _tensors_digest(tensors):
         raise StateMismatch(f"{path}: its tensors do not match their SHA-256 (the file is corrupt)")
     stored = json.loads(metadata.get("fingerprint", "{}"))
-    wanted = json.loads(json.dumps(fingerprint or {}, sort_keys=True))
+    wanted = stored if fingerprint is None else json.loads(json.dumps(fingerprint, sort_keys=True))
     if stored != wanted:
         diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
         raise StateMismatch(f"{path} belongs to another training ({', '.join(diff)} differ)")

@@ -149,7 +149,7 @@ def test_two_rank_training_checkpoints_and_resumes(two_rank_run, tiny_config, tm
     out = tmp_path / "run"
     job = nst_train(tiny_config, out)
     deadline = time.time() + 240
-    while job.poll() is None and time.time() < deadline and not list(out.glob("gen*/train_state.json")):
+    while job.poll() is None and time.time() < deadline and not list(out.glob("gen*/train_state.safetensors")):
         time.sleep(0.02)
     os.killpg(job.pid, signal.SIGKILL)
     assert job.wait() == -signal.SIGKILL, "the job ended before it could be killed mid-run"

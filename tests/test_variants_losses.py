@@ -173,8 +173,8 @@ def test_mpl_resume_restores_both_models_and_optimizers(tmp_path, monkeypatch, r
 
     real_save = mpl.save_state
 
-    def save_then_die(path, state):
-        real_save(path, state)
+    def save_then_die(path, state, *fingerprint):
+        real_save(path, state, *fingerprint)
         raise Interrupted
 
     monkeypatch.setattr(mpl, "save_state", save_then_die)
