@@ -62,8 +62,10 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return (f"cannot write {where}: {exc.strerror}; free space (or choose another --out), then rerun the same "
                 "command: finished generations and epochs are kept")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {where}: {exc.strerror}; make it writable or choose another --out"
+    if exc.errno == errno.EROFS:
+        return f"cannot write {where}: {exc.strerror}; choose another --out"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}: {exc.strerror}; make it writable (readable, for an input file) or choose another --out"
     if exc.errno in (errno.EEXIST, errno.ENOTDIR):
         return f"{name}: {exc.strerror}; --out and its parents must be folders"
     return f"{name}: {exc.strerror or exc}"

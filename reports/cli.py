@@ -20,8 +20,10 @@ def describe_os_error(error: OSError) -> str:
     where = Path(name).parent if isinstance(name, str) and Path(name).name.startswith(".") else name
     if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"cannot write {where}: {error.strerror}; free space or choose another --out"
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {where}: {error.strerror}; make --out writable or choose another"
+    if error.errno == errno.EROFS:
+        return f"cannot write {where}: {error.strerror}; choose another --out"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}: {error.strerror}; make it writable (readable, for an input file) or choose another --out"
     if error.errno in (errno.EEXIST, errno.ENOTDIR):
         return f"{name}: {error.strerror}; --out and its parents must be folders"
     return f"{name}: {error.strerror or error}"
