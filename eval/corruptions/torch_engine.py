@@ -113,13 +113,23 @@ def _hwc_normal(u8: torch.Tensor, draws: Draws, scale: float) -> torch.Tensor:
 
 
 # ---- noise ----
+def _to_u8(values: torch.Tensor) -> torch.Tensor:
+    """Float values in 255 units -> uint8 by clamping to [0, 255] and truncating (as the reference's np.uint8), in
+    place: device mode's fused arithmetic ends here."""
+    return values.clamp_(0, 255).to(torch.uint8)
+
+
 def gaussian_noise(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torch.Tensor:
-    """x + N(0, c^2) per pixel and channel."""
+    """x + N(0, c^2) per pixel and channel (device mode: x * 255 + N(0, (255 c)^2) in one buffer)."""
+    if draws.mode == "device":
+        return _to_u8(draws.normal(tuple(u8.shape[1:]), scale=255.0 * c).add_(u8))
     return (_unit(u8) + _hwc_normal(u8, draws, c)).clamp(0, 1) * 255
 
 
 def shot_noise(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torch.Tensor:
     """Poisson(x * c) / c (reference: NumPy's Poisson per image; device: ``Draws.poisson_u8``)."""
+    if draws.mode == "device":
+        return _to_u8(draws.poisson_u8(u8, c).div_(float(c)).clamp_(0, 1).mul_(255))
     return (draws.poisson_u8(u8, c) / float(c)).clamp(0, 1) * 255
 
 
@@ -130,8 +140,8 @@ def impulse_noise(u8: torch.Tensor, amount: float, draws: Draws, preset: Preset)
     distribution)."""
     if draws.mode == "device":  # uint8 throughout: unflipped values come back unchanged, as in the reference
         u = draws.uniform(0.0, 1.0, tuple(u8.shape[1:]))
-        salt_or_pepper = torch.where(u <= amount / 2, 255, 0).to(torch.uint8)
-        return torch.where(u <= amount, salt_or_pepper, u8)
+        salt, pepper = (torch.tensor(v, dtype=torch.uint8, device=u8.device) for v in (255, 0))
+        return torch.where(u <= amount / 2, salt, torch.where(u <= amount, pepper, u8))
     shape = _image_shape(u8)
     flipped, salted = [], []
     for r in draws.scalars:
@@ -144,7 +154,9 @@ def impulse_noise(u8: torch.Tensor, amount: float, draws: Draws, preset: Preset)
 
 
 def speckle_noise(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torch.Tensor:
-    """x + x * N(0, c^2)."""
+    """x + x * N(0, c^2) (device mode: x * 255 * (1 + N(0, c^2)) in one buffer)."""
+    if draws.mode == "device":
+        return _to_u8(draws.normal(tuple(u8.shape[1:]), loc=1.0, scale=c).mul_(u8))
     x = _unit(u8)
     return (x + x * _hwc_normal(u8, draws, c)).clamp(0, 1) * 255
 
@@ -351,10 +363,14 @@ def fog(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tenso
     strength, decay = p
     n, c, h, w = u8.shape
     mapsize = 1 << (max(h, w, c) - 1).bit_length()
-    dtype = _layer_dtype(draws)
-    x = u8.to(dtype) / 255.0
+    fractal = _plasma_fractal(mapsize, decay, draws, u8.device)[:, None, :h, :w]
+    if draws.mode == "device":  # float32, fused: (x + s * map) * max / (max + s), in 255 units
+        max_val = u8.amax((1, 2, 3), keepdim=True).to(torch.float32) / 255.0
+        scale = 255.0 * max_val / (max_val + strength)
+        return _to_u8(fractal.to(torch.float32).mul(strength).add(u8, alpha=1 / 255.0).mul_(scale).clamp_(max=255))
+    x = u8.to(torch.float64) / 255.0
     max_val = x.amax((1, 2, 3), keepdim=True)
-    x = x + strength * _plasma_fractal(mapsize, decay, draws, u8.device)[:, None, :h, :w].to(dtype)
+    x = x + strength * fractal
     return (x * max_val / (max_val + strength)).clamp(0, 1).to(torch.float32) * 255
 
 
