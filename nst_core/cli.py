@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["data.download"] = True
         if args.pretrained:
             overrides["init.pretrained"] = True
+        if args.out is not None and not args.out.strip():
+            raise ConfigError("--out is empty; give a folder for the run (default: runs/<name>)")
         cfg = load_config(args.config, overrides)
         if args.ablate:
             runs = run_sweep(cfg, args.ablate, Path(args.out or "runs"), device=args.device, progress=progress)
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"nst-train: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_IO
+    except KeyboardInterrupt:
+        print("nst-train: interrupted; run the same command again to resume from the last finished epoch",
+              file=sys.stderr)
+        return 130
     main_rank = distributed.is_main()
     distributed.shutdown()
     if not main_rank:

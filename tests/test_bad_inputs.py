@@ -75,6 +75,13 @@ def test_bad_setting_is_refused_before_anything_is_written(capsys, tmp_path, set
     assert not (tmp_path / "run").exists()
 
 
+def test_empty_out_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = nst_train(capsys, None, "--out", "")
+    assert_clean_error(code, err, 2, "--out is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_value_in_the_config_file_names_the_file(capsys, tmp_path):
     raw = yaml.safe_load(QUICK.read_text())
     raw["train"]["batch_size"] = 0
