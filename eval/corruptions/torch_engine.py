@@ -123,14 +123,14 @@ def gaussian_noise(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> 
     """x + N(0, c^2) per pixel and channel (device mode: x * 255 + N(0, (255 c)^2) in one buffer)."""
     if draws.mode == "device":
         return _to_u8(draws.normal(tuple(u8.shape[1:]), scale=255.0 * c).add_(u8))
-    return (_unit(u8) + _hwc_normal(u8, draws, c)).clamp(0, 1) * 255
+    return (_unit(u8) + _hwc_normal(u8, draws, c)).clamp_(0, 1).mul_(255)
 
 
 def shot_noise(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torch.Tensor:
     """Poisson(x * c) / c (reference: NumPy's Poisson per image; device: ``Draws.poisson_u8``)."""
     if draws.mode == "device":
         return _to_u8(draws.poisson_u8(u8, c).div_(float(c)).clamp_(0, 1).mul_(255))
-    return (draws.poisson_u8(u8, c) / float(c)).clamp(0, 1) * 255
+    return (draws.poisson_u8(u8, c) / float(c)).clamp_(0, 1).mul_(255)
 
 
 def impulse_noise(u8: torch.Tensor, amount: float, draws: Draws, preset: Preset) -> torch.Tensor:
@@ -158,13 +158,13 @@ def speckle_noise(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> t
     if draws.mode == "device":
         return _to_u8(draws.normal(tuple(u8.shape[1:]), loc=1.0, scale=c).mul_(u8))
     x = _unit(u8)
-    return (x + x * _hwc_normal(u8, draws, c)).clamp(0, 1) * 255
+    return (x + x * _hwc_normal(u8, draws, c)).clamp_(0, 1).mul_(255)
 
 
 # ---- blur ----
 def gaussian_blur(u8: torch.Tensor, sigma: float, draws: Draws, preset: Preset) -> torch.Tensor:
     """skimage Gaussian filter (edge mode 'nearest'), sigma from the table."""
-    return kernels.gaussian_filter(_unit(u8), sigma).clamp(0, 1) * 255
+    return kernels.gaussian_filter(_unit(u8), sigma).clamp_(0, 1).mul_(255)
 
 
 def _glass_sources(height: int, width: int, delta: int, offsets: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -206,7 +206,7 @@ def glass_blur(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torc
             src = _glass_sources(h, w, delta, draws_[:, it], u8.device)
             flat = flat.gather(2, src[:, None, :].expand(n, c, h * w))
     x = flat.reshape(n, c, h, w) / 255.0
-    return kernels.gaussian_filter(x, sigma).clamp(0, 1) * 255
+    return kernels.gaussian_filter(x, sigma).clamp_(0, 1).mul_(255)
 
 
 @functools.lru_cache(maxsize=None)
@@ -223,7 +223,7 @@ def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
 def defocus_blur(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tensor:
     """Convolution with an anti-aliased disk (cv2.filter2D, border reflect-101)."""
     kernel = _defocus_kernel(*p)
-    return kernels.filter2d(_unit(u8), kernel).clamp(0, 1) * 255
+    return kernels.filter2d(_unit(u8), kernel).clamp_(0, 1).mul_(255)
 
 
 def motion_blur(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tensor:
@@ -233,7 +233,7 @@ def motion_blur(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> tor
     h, w = x.shape[-2:]
     out = torch.stack([kernels.motion_blur(x[i], kernels.motion_blur_taps(radius, sigma, r.uniform(-45, 45), h, w))
                        for i, r in enumerate(draws.scalars)])
-    return out.clamp(0, 255)
+    return out.clamp_(0, 255)
 
 
 def zoom_blur(u8: torch.Tensor, zooms: np.ndarray, draws: Draws, preset: Preset) -> torch.Tensor:
@@ -244,7 +244,7 @@ def zoom_blur(u8: torch.Tensor, zooms: np.ndarray, draws: Draws, preset: Preset)
     for z in zooms:
         layer = kernels.clipped_zoom(x, float(z))[..., :h, :w]
         out[..., :layer.shape[-2], :layer.shape[-1]] += layer
-    return ((x + out) / (len(zooms) + 1)).clamp(0, 1) * 255
+    return ((x + out) / (len(zooms) + 1)).clamp_(0, 1).mul_(255)
 
 
 # ---- weather ----
@@ -270,7 +270,7 @@ def snow(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tens
     flakes = (torch.round(torch.stack(layers) * 255) / 255).to(torch.float32)[:, None]
     gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     x = mix * x + (1 - mix) * torch.maximum(x, gray * 1.5 + 0.5)
-    return (x + flakes + flakes.flip(-2, -1)).clamp(0, 1) * 255
+    return (x + flakes + flakes.flip(-2, -1)).clamp_(0, 1).mul_(255)
 
 
 def _frost_photo(index: int) -> np.ndarray:
@@ -322,7 +322,7 @@ def frost(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Ten
         layer = _frost_layer(int(r.randint(5)), h, w, u8.device, shrink)
         top, left = r.randint(0, layer.shape[1] - h), r.randint(0, layer.shape[2] - w)
         crops.append(layer[:, top:top + h, left:left + w])
-    return (a * u8.to(torch.float32) + b * torch.stack(crops)).clamp(0, 255)
+    return (a * u8.to(torch.float32) + b * torch.stack(crops)).clamp_(0, 255)
 
 
 def _plasma_fractal(mapsize: int, decay: float, draws: Draws, device: torch.device) -> torch.Tensor:
@@ -380,7 +380,7 @@ def brightness(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torc
     v = x.amax(1, keepdim=True)
     v_new = (v + c).clamp(0, 1)
     out = torch.where(v > 0, x * (v_new / torch.where(v > 0, v, torch.ones_like(v))), v_new)
-    return out.clamp(0, 1) * 255
+    return out.clamp_(0, 1).mul_(255)
 
 
 # ---- digital ----
@@ -388,7 +388,7 @@ def contrast(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torch.
     """Pull every channel towards its mean by the table's factor."""
     x = _unit(u8)
     means = x.to(torch.float64).mean((2, 3), keepdim=True).to(torch.float32)
-    return ((x - means) * c + means).clamp(0, 1) * 255
+    return ((x - means) * c + means).clamp_(0, 1).mul_(255)
 
 
 def _smoothed_fields(fields: torch.Tensor, sigma: tuple[float, float], alpha: float) -> torch.Tensor:
@@ -448,7 +448,7 @@ def elastic_transform(u8: torch.Tensor, p: object, draws: Draws, preset: Preset)
         fields = draws.uniform(-max_d, max_d, (2, h, w), _layer_dtype(draws))
         fields = _smoothed_fields(fields, (h * 0.01, w * 0.01), p)
     dx, dy = fields.to(torch.float32).unbind(1)
-    return _displace(x, dx, dy).clamp(0, 1) * 255
+    return _displace(x, dx, dy).clamp_(0, 1).mul_(255)
 
 
 def _hwc_numpy(u8: torch.Tensor) -> np.ndarray:
@@ -505,13 +505,13 @@ def spatter(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.T
         m = kernels.gaussian_filter((liquid > threshold).to(torch.float32), strength)
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         color = torch.tensor([63, 42, 20], dtype=torch.float32, device=u8.device).view(1, 3, 1, 1) / 255.0
-        return (x * (1 - m) + color * m).clamp(0, 1) * 255
+        return (x * (1 - m) + color * m).clamp_(0, 1).mul_(255)
     masks = [_water_mask(layer) for layer in liquid[:, 0].cpu().numpy()]
     m = torch.from_numpy(np.stack(masks))[:, None].to(u8.device)
     peak = m.amax((2, 3), keepdim=True)
     m = torch.where(peak > 0, m / torch.where(peak > 0, peak, torch.ones_like(peak)), m) * strength
     color = torch.tensor([175, 238, 238], dtype=torch.float32, device=u8.device).view(1, 3, 1, 1) / 255.0
-    return (x + m * color).clamp(0, 1) * 255
+    return (x + m * color).clamp_(0, 1).mul_(255)
 
 
 def _water_mask(liquid: np.ndarray) -> np.ndarray:
@@ -541,7 +541,7 @@ def saturate(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.
     s_new = (s * a + b).clamp(0, 1)
     out = v - s_new * v * (v - x) / torch.where(colored, delta, torch.ones_like(delta))
     gray = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], 1)
-    return torch.where(colored, out, gray).clamp(0, 1) * 255
+    return torch.where(colored, out, gray).clamp_(0, 1).mul_(255)
 
 
 ENGINES: dict[str, Engine] = {f.__name__: f for f in (
@@ -583,9 +583,11 @@ def corrupt_torch(images: torch.Tensor, corruption: str, severity: int, keys: Se
     with torch.no_grad():
         for start in range(0, len(keys), chunk):
             out = ENGINES[corruption](rgb[start:start + chunk], param, draws[start:start + chunk], table)
-            if out.dtype != torch.uint8:
-                out = torch.floor(out.clamp(0, 255))
+            if out.dtype != torch.uint8:  # the copy into uint8 truncates, i.e. floors these non-negative values
+                out = out.clamp_(0, 255)
+                if images.shape[1] == 1:
+                    out = out.floor_()
             if images.shape[1] == 1:
                 out = torch.round(out.to(torch.float32).mean(1, keepdim=True))
-            result[start:start + chunk] = out  # float values are whole numbers in [0, 255]: exact conversion
+            result[start:start + chunk] = out
     return result
