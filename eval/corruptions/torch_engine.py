@@ -477,7 +477,16 @@ def pixelate(u8: torch.Tensor, factor: float, draws: Draws, preset: Preset) -> t
 
 
 def jpeg_compression(u8: torch.Tensor, quality: int, draws: Draws, preset: Preset) -> torch.Tensor:
-    """JPEG encode and decode at the table's quality: Pillow on the CPU (the reference's codec), nvJPEG on CUDA."""
+    """JPEG encode and decode at the table's quality.
+
+    CPU, reference mode: Pillow per image (the reference's codec). CPU, device mode: torchvision's libjpeg-turbo
+    batch codec, which gave Pillow's bytes exactly on all 360 images tried (sizes 32, 64, 224; the 10 qualities of
+    the three presets) at ~0.6x its cost. CUDA: torchvision's nvJPEG batch codec, whose output can differ slightly.
+    """
+    if u8.device.type == "cpu" and draws.mode == "device":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.stack(torchvision.io.decode_jpeg(torchvision.io.encode_jpeg(list(u8), quality=quality)))
     if u8.device.type == "cuda":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io codecs, still the CUDA path
