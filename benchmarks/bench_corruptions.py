@@ -170,6 +170,7 @@ def main() -> None:
           + " | ".join(f"torch {m} CPU ms/img" for m in args.rng) + " |")
     print("|---|---:|" + "---:|---:|" * len(args.rng) + "---:|" + "---:|" * len(args.rng))
     ratios: dict[str, list[float]] = {m: [] for m in args.rng}
+    cpu_ratios: dict[str, list[float]] = {m: [] for m in args.rng}
     sums = {m: 0.0 for m in args.rng}
     ref_sum, slower = 0.0, {m: [] for m in args.rng}
     nan = (float("nan"), float("nan"))
@@ -184,6 +185,7 @@ def main() -> None:
             ref_sum += ref_ms[0]
             for m in args.rng:
                 ratios[m].append(ref_ms[0] / ours[m][0])
+                cpu_ratios[m].append(ref_ms[1] / ours[m][1])
                 sums[m] += ours[m][0]
                 if ours[m][0] > ref_ms[0]:
                     slower[m].append(name)
@@ -192,9 +194,11 @@ def main() -> None:
     if k:
         for m in args.rng:
             geometric = float(np.exp(np.mean(np.log(ratios[m]))))
+            cpu_geometric = float(np.exp(np.mean(np.log(cpu_ratios[m]))))
             print(f"rng {m}: mean of the {k} common: reference {ref_sum / k:.1f} ms/img, torch {sums[m] / k:.2f} "
                   f"ms/img, ratio of means {ref_sum / sums[m]:.1f}x, geometric mean of per-corruption speed-ups "
-                  f"{geometric:.2f}x, slower than the reference: {', '.join(slower[m]) or 'none'}")
+                  f"{geometric:.2f}x (of process CPU time: {cpu_geometric:.2f}x), slower than the reference: "
+                  f"{', '.join(slower[m]) or 'none'}")
     print(f"load average at end {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
 
 
