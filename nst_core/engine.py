@@ -243,13 +243,9 @@ def _claim_run_dir(cfg: RunConfig, out: Path) -> None:
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid YAML ({exc}); it is not this run's: choose another --out") from exc
         if not isinstance(stored, dict) or config_from_dict(stored, str(path)).to_dict() != yaml_load(resolved):
-            if not any(out.glob("gen*/meta.json")):  # nothing finished: no result of the old config to keep
-                _log(f"{path}: no generation finished under the old config; it is replaced by this one")
-                atomic_write(path, lambda tmp: tmp.write_text(resolved))
-                return
             raise ConfigError(
-                f"{out} holds a run made with a different config ({path}) that has finished generations; resume "
-                "with the same config, or choose another --out"
+                f"{out} holds a run made with a different config ({path}); resume with the same config, "
+                "or choose another --out"
             )
         return
     out.mkdir(parents=True, exist_ok=True)

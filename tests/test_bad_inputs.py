@@ -196,16 +196,23 @@ def test_empty_image_folder_is_refused(capsys, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_diverging_training_stops_without_a_checkpoint_and_the_fixed_rerun_is_not_blocked(capsys, tmp_path):
+def test_diverging_training_stops_without_a_checkpoint(capsys, tmp_path):
     code, err = nst_train(capsys, tmp_path / "run", "--set", "train.lr=1e30", "--set", "generations=1")
-    assert_clean_error(code, err, 2, "gen0 epoch 1/8", "training diverged", "lower train.lr")
+    assert_clean_error(code, err, 2, "gen0 epoch 1/8", "the loss is nan", "training diverged", "lower train.lr",
+                       "another --out")
     assert not (tmp_path / "run" / "gen0" / "meta.json").exists()
     assert not (tmp_path / "run" / "gen0" / "model.safetensors").exists()
-    # the corrected config is accepted in the same folder: no generation had finished
-    from nst_core.engine import _claim_run_dir
 
-    _claim_run_dir(load_config(QUICK, {"generations": 1, "train.lr": 0.003}), tmp_path / "run")
-    assert "lr: 0.003" in (tmp_path / "run" / "config.yaml").read_text()
+
+def test_non_finite_weights_are_caught_before_the_checkpoint():
+    from nst_core.train import DivergedError, check_finite_weights
+
+    module = torch.nn.Linear(2, 2)
+    check_finite_weights(module, "gen0")  # finite: no error
+    with torch.no_grad():
+        module.bias[0] = float("inf")
+    with pytest.raises(DivergedError, match=r"gen0: 1 of 2 weight tensors are not finite \(e.g. bias\)"):
+        check_finite_weights(module, "gen0")
 
 
 def read_only_out(tmp_path: Path) -> Path:
