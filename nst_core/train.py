@@ -1,7 +1,9 @@
 """One generation's training: labeled and pseudo-labeled batches under the recipe's noise, resumable per epoch.
 
 Every epoch re-seeds torch, NumPy and `random` from (seed, generation, epoch), and the state (model, optimizer,
-EMA, history) is saved atomically after each epoch, so a killed run resumes to bit-identical weights.
+EMA, history) is saved after each epoch as one file renamed once, stamped with what it belongs to
+(`state_fingerprint`), so a run killed at any instant resumes to bit-identical weights and never from another
+training's state. A NaN or infinite loss, or non-finite final weights, stop the generation (DivergedError).
 Under torchrun the model is wrapped in DistributedDataParallel, each rank takes its DistributedSampler share of
 the (global) batches and draws its own noise, and rank 0 writes the state that every rank resumes from.
 """
