@@ -26,8 +26,14 @@ from reports.template import STYLE, TEMPLATE
 
 FOLD_ROWS = 12
 """Tables longer than this are folded into <details> in report.html (and linked as CSV)."""
-LATEX_VALUE_COLUMNS = 6
-"""At most this many value columns per LaTeX table part (the key columns are repeated in every part)."""
+LATEX_TEXT_WIDTH_PT = 345.0
+"""Text width of an A4 LaTeX article (10 pt); every LaTeX table part is packed to fit it."""
+LATEX_CHAR_PT, LATEX_PAD_PT = 4.8, 12.0
+"""Estimated width of a character in \\footnotesize (upper end, digits) and of a column's padding (2 tabcolsep)."""
+LATEX_WRAP_PT = 110.0
+"""Text columns wider than this wrap in a p column of this width."""
+LATEX_HEADER_WRAP = 10
+"""Headers longer than this many characters are stacked on several lines."""
 LATEX_LONG_ROWS = 40
 """LaTeX tables with more rows than this become `longtable`s, which break across pages."""
 _OPEN, _CLOSE = "\x02", "\x03"
@@ -88,7 +94,7 @@ class Summary:
 
 def write_tables(tables: list[Table], out: Path) -> list[Path]:
     """Each table as tables/<name>.csv (full precision, formula-safe) and tables/<name>.tex (booktabs, rounded,
-    split into parts of at most LATEX_VALUE_COLUMNS value columns)."""
+    split into parts that fit an A4 page, `latex_table`)."""
     folder = out / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -118,24 +124,52 @@ def neutralise(value: object) -> object:
 
 
 def latex_table(frame: pd.DataFrame, caption: str, label: str, keys: int = 1) -> str:
-    """booktabs LaTeX for `frame`: parts of at most LATEX_VALUE_COLUMNS value columns, each repeating the first
-    `keys` columns; longtable when the rows would not fit a page; numbers rounded by `format_number`."""
+    """booktabs LaTeX for `frame` in parts that fit LATEX_TEXT_WIDTH_PT (A4 article text, footnotesize), each
+    repeating the first `keys` columns; long text columns wrap (p columns), long headers stack, and parts with more
+    than LATEX_LONG_ROWS rows are `longtable`s that break across pages. Numbers are rounded by `format_column`."""
     keys = min(keys, len(frame.columns))
-    values = list(frame.columns[keys:])
-    groups = [values[i:i + LATEX_VALUE_COLUMNS] for i in range(0, len(values), LATEX_VALUE_COLUMNS)] or [[]]
+    texts = {c: format_column(frame[c]) for c in frame.columns}
+    specs = {c: _latex_column(str(c), texts[c], pd.api.types.is_numeric_dtype(frame[c])) for c in frame.columns}
+    budget = LATEX_TEXT_WIDTH_PT - sum(specs[c][1] for c in frame.columns[:keys])
+    groups: list[list] = [[]]
+    for column in frame.columns[keys:]:
+        if groups[-1] and sum(specs[c][1] for c in groups[-1]) + specs[column][1] > budget:
+            groups.append([])
+        groups[-1].append(column)
     parts = []
     for index, group in enumerate(groups, 1):
-        part = frame[list(frame.columns[:keys]) + group]
+        columns = list(frame.columns[:keys]) + group
         suffix = f" (part {index} of {len(groups)})" if len(groups) > 1 else ""
         part_label = f"{label}-{index}" if len(groups) > 1 else label
-        longtable = len(part) > LATEX_LONG_ROWS
-        texts = pd.DataFrame({latex_escape(str(c)): [latex_escape(t) for t in format_column(part[c])]
-                              for c in part.columns}, index=range(len(part)))
-        latex = texts.to_latex(index=False, escape=False, caption=latex_escape(caption + suffix), label=part_label,
-                               longtable=longtable, column_format="l" * keys + "r" * len(group))
-        parts.append(latex if longtable else latex.replace("\\begin{table}", "\\begin{table}[htbp]\n\\small", 1))
-    header = "% needs \\usepackage{booktabs} (and longtable for long parts)\n"
+        longtable = len(frame) > LATEX_LONG_ROWS
+        body = pd.DataFrame({_latex_header(str(c)): [_latex_cell(t, specs[c][0]) for t in texts[c]] for c in columns},
+                            index=range(len(frame)))
+        latex = body.to_latex(index=False, escape=False, caption=latex_escape(caption + suffix), label=part_label,
+                              longtable=longtable, column_format="".join(specs[c][0] for c in columns))
+        if longtable:
+            parts.append("{\\footnotesize\n" + latex + "}\n")
+        else:
+            parts.append(latex.replace("\\begin{table}", "\\begin{table}[htbp]\n\\footnotesize", 1))
+    header = "% needs \\usepackage{booktabs} (and longtable for long tables)\n"
     return header + "\n".join(parts)
+
+
+def _latex_column(header: str, cells: list[str], numeric: bool) -> tuple[str, float]:
+    """Column spec and estimated width (pt) of one column: r or l at its natural width, or a wrapping p column."""
+    lines = textwrap.wrap(header, LATEX_HEADER_WRAP) or [""]
+    chars = max([len(x) for x in lines] + [len(t) for t in cells])
+    natural = chars * LATEX_CHAR_PT + LATEX_PAD_PT
+    if numeric or natural <= LATEX_WRAP_PT:
+        return ("r" if numeric else "l"), natural
+    return f"p{{{LATEX_WRAP_PT - LATEX_PAD_PT:.0f}pt}}", LATEX_WRAP_PT
+
+
+def _latex_cell(text: str, spec: str) -> str:
+    """An escaped cell; in wrapping columns, paths and dotted names may break after / _ . and ,."""
+    escaped = latex_escape(text)
+    if spec.startswith("p"):
+        escaped = re.sub(r"(/|\\_|\.|,)(?=\S)", r"\1\\allowbreak{}", escaped)
+    return escaped
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -146,6 +180,14 @@ _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"
 def latex_escape(text: str) -> str:
     """Text safe in LaTeX: its special characters as commands, newlines as spaces."""
     return re.sub(r"[\\&%$#_{}~^<>]", lambda m: _LATEX[m.group()], plain(text).replace("\n", " "))
+
+
+def _latex_header(text: str, width: int = LATEX_HEADER_WRAP) -> str:
+    """A column header stacked on lines of about `width` characters (a nested tabular: no extra package)."""
+    lines = textwrap.wrap(plain(text), width) or [""]
+    if len(lines) == 1:
+        return latex_escape(lines[0])
+    return "\\begin{tabular}[b]{@{}c@{}}" + " \\\\ ".join(latex_escape(x) for x in lines) + "\\end{tabular}"
 
 
 def write_markdown(title: str, summary: Summary, sections: list[Section], out: Path) -> Path:
