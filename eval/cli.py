@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="images per generated -C cell (default --limit; from ImageNet val at most 1,000)")
     data.add_argument("--corruption-backend", default="torch", choices=("torch", "imagecorruptions"),
                       help="generator for generated -C sets (default torch)")
+    data.add_argument("--corruption-preset", choices=("imagenet-c", "cifar-10-c", "tiny-imagenet-c"),
+                      help="corruption strengths of generated -C sets (default by input size: <= 32 px cifar-10-c, "
+                      "<= 64 px tiny-imagenet-c, else imagenet-c)")
+    data.add_argument("--corruption-rng", choices=("reference", "device"),
+                      help="random numbers of generated -C sets: the reference's NumPy draws or per-image torch "
+                      "generators on the device (default: device on CUDA, reference on the CPU)")
     data.add_argument("--corruptions", type=_names, help="comma-separated subset (default: all 19)")
     data.add_argument("--cache-dir", type=Path, help="where generated corrupted sets are cached "
                       "(default $NST_CACHE_DIR or ~/.cache/nst-robustness)")
@@ -307,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             attack_limit=args.attack_limit, amp=args.amp, force=args.force, seed=args.seed, eps=args.eps,
             attacks=args.attacks, pgd_steps=args.pgd_steps, pgd_alpha=args.pgd_alpha,
             pgd_random_start=not args.no_random_start, corruption_backend=args.corruption_backend,
+            corruption_preset=args.corruption_preset, corruption_rng=args.corruption_rng,
             corruptions=args.corruptions, cache_dir=args.cache_dir, progress=not args.no_progress and main_rank,
             perturbations=args.perturbations, perturbation_difficulty=args.perturbation_difficulty,
             perturbation_limit=args.perturbation_limit, corruption_limit=args.corruption_limit,

@@ -50,6 +50,8 @@ class EvalOptions:
     pgd_alpha: float | None = None  # units of 1/255; None: 2.5 * eps / steps
     pgd_random_start: bool = True
     corruption_backend: str = "torch"
+    corruption_preset: str | None = None  # imagenet-c | cifar-10-c | tiny-imagenet-c; None: by input size
+    corruption_rng: str | None = None  # reference | device; None: device on CUDA, reference on the CPU
     corruptions: Sequence[str] | None = None  # None: all 19
     cache_dir: str | os.PathLike | None = None
     progress: bool = True

@@ -282,24 +282,35 @@ def imagenet_a_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int 
 
 # ------------------------------------------------------------------------------------- generated corruption sets
 
-def corruption_cache_dir(clean: EvalSet, backend: str, seed: int, cache_dir: str | os.PathLike | None = None) -> Path:
+def corruption_cache_dir(clean: EvalSet, backend: str, seed: int, cache_dir: str | os.PathLike | None = None,
+                         preset: str | None = None, rng: str | None = None) -> Path:
     """Where the generated sets of `clean` live: keyed by dataset, input size, n, content digest, backend, engine
-    version (`eval.corruptions.ENGINE_VERSION`) and seed."""
+    version (`eval.corruptions.ENGINE_VERSION`), preset and random stream (`eval.corruptions.rng_tag`; both left out
+    of the name when None) and seed."""
     root = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     data = clean.materialize()
     c, h, w = data.images.shape[1:]
-    return root / "corruptions" / f"{clean.name}-{c}x{h}x{w}-n{len(data)}-{data.content_digest()}" / \
-        f"{backend}-v{ENGINE_VERSION}-seed{seed}"
+    generator = "-".join([backend, f"v{ENGINE_VERSION}"] + [v for v in (preset, rng) if v] + [f"seed{seed}"])
+    return root / "corruptions" / f"{clean.name}-{c}x{h}x{w}-n{len(data)}-{data.content_digest()}" / generator
 
 
 def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str = "torch", seed: int = 0,
                   cache_dir: str | os.PathLike | None = None, chunk: int = 500, progress: bool = True,
-                  directory: Path | None = None) -> EvalSet:
-    """`clean` corrupted by `eval.corruptions.corrupt` (keys = dataset indices), from the disk cache when there."""
-    from eval.corruptions import corrupt
+                  directory: Path | None = None, preset: str | None = None, rng: str | None = None,
+                  device: str | torch.device | None = None) -> EvalSet:
+    """`clean` corrupted by `eval.corruptions.corrupt` (keys = dataset indices), from the disk cache when there.
+
+    `preset` / `rng`: the engine's corruption strengths and random-number mode (None: its defaults for the images'
+    size and for `device`); `device`: where the images are corrupted (None: where they are; results come back to
+    the CPU for the cache).
+    """
+    from eval.corruptions import corrupt, resolve_settings, rng_tag
 
     data = clean.materialize()
-    folder = directory or corruption_cache_dir(data, backend, seed, cache_dir)
+    device = torch.device(device) if device is not None else data.images.device
+    probe = torch.empty((0, *data.images.shape[1:]), dtype=torch.uint8, device=device)
+    preset, rng = resolve_settings(probe, backend, preset, rng)
+    folder = directory or corruption_cache_dir(data, backend, seed, cache_dir, preset, rng_tag(rng, device))
     path = folder / f"{corruption}-{severity}.npy"
     images = None
     if path.exists():
@@ -315,8 +326,8 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
         bar = tqdm(total=len(data), desc=f"generate {corruption}/{severity} ({backend})", unit="img",
                    disable=not progress, leave=False)
         for start in range(0, len(data), chunk):
-            part = corrupt(data.images[start:start + chunk], corruption, severity, keys[start:start + chunk],
-                           seed=seed, backend=backend)
+            part = corrupt(data.images[start:start + chunk].to(device), corruption, severity,
+                           keys[start:start + chunk], seed=seed, backend=backend, preset=preset, rng=rng).cpu()
             parts.append(part)
             bar.update(part.shape[0])
         bar.close()
@@ -324,6 +335,7 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
         write_array(path, images.numpy())
     return replace(data, name=f"{clean.name}-c/{backend}", images=images,
                    info={**data.info, "corruption": corruption, "severity": severity, "backend": backend,
+                         "preset": preset, "rng": rng_tag(rng, device), "engine_version": ENGINE_VERSION,
                          "seed": seed, "cache": str(path)})
 
 

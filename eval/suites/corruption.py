@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from eval.context import EvalContext
-from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, ENGINE_VERSION, EXTRA_CORRUPTIONS
+import torch
+
+from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, ENGINE_VERSION, EXTRA_CORRUPTIONS, resolve_settings, rng_tag
 from eval.datasets import corrupted_set, corruption_cache_dir, imagenet_c_set, seeded_subset
 from eval.metrics import ALEXNET_CLEAN_ERROR, ALEXNET_NAME, SEVERITIES, alexnet_errors, corruption_summary
 from eval.metrics import mean_corruption_accuracy
@@ -63,10 +65,14 @@ def generated_limit(ctx: EvalContext) -> int | None:
 
 
 def generator_settings(ctx: EvalContext) -> dict[str, Any]:
-    """What makes generated images what they are (part of their identity and every row's settings)."""
+    """What makes generated images what they are (part of their identity and every row's settings): backend,
+    seed, engine version, preset (--corruption-preset, default by input size) and random stream (--corruption-rng,
+    default device on CUDA; `rng_tag` names the device kind, whose generators differ)."""
     o = ctx.options
+    probe = torch.empty((0, *(int(v) for v in ctx.meta["input_size"])), dtype=torch.uint8, device=ctx.device)
+    preset, rng = resolve_settings(probe, o.corruption_backend, o.corruption_preset, o.corruption_rng)
     return {"method": "generate", "backend": o.corruption_backend, "corruption_seed": o.seed,
-            "engine_version": ENGINE_VERSION}
+            "engine_version": ENGINE_VERSION, "preset": preset, "rng": rng_tag(rng, ctx.device)}
 
 
 def _names(ctx: EvalContext) -> list[str]:
@@ -138,8 +144,10 @@ def corruption_cells(ctx: EvalContext) -> tuple[str, int, dict[str, list[float]]
 
     def make(c: str, s: int):
         if not folder:  # the content digest is computed once, and only when something must be generated
-            folder.append(corruption_cache_dir(clean, o.corruption_backend, o.seed, o.cache_dir))
-        return corrupted_set(clean, c, s, o.corruption_backend, o.seed, directory=folder[0], progress=o.progress)
+            folder.append(corruption_cache_dir(clean, o.corruption_backend, o.seed, o.cache_dir, settings["preset"],
+                                               settings["rng"]))
+        return corrupted_set(clean, c, s, o.corruption_backend, o.seed, directory=folder[0], progress=o.progress,
+                             preset=settings["preset"], rng=o.corruption_rng, device=ctx.device)
 
     n = len(clean)
     for c in names:
