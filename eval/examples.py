@@ -58,8 +58,8 @@ def write_examples(out: str | os.PathLike, ctx: EvalContext, suites: Sequence[st
     }
     if "corruption" in wanted:
         corruptions = list(ctx.options.corruptions or ALL_CORRUPTIONS)
-        corrupted = [corrupt(pixels[None], c, EXAMPLE_SEVERITY, [key], seed, ctx.options.corruption_backend)[0]
-                     for c in corruptions]
+        corrupted = [corrupt(pixels[None], c, EXAMPLE_SEVERITY, [key], seed, ctx.options.corruption_backend,
+                             preset=ctx.options.corruption_preset)[0] for c in corruptions]
         arrays["images"] = torch.stack([pixels, *corrupted]).numpy()
         arrays["titles"] = np.array(["clean", *(f"{c} s{EXAMPLE_SEVERITY}" for c in corruptions)])
     if "perturbation" in wanted:
