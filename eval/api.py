@@ -39,6 +39,8 @@ def evaluate(model: nn.Module, meta: Mapping[str, Any], suite: str | list[str] =
     if store is None:
         store = ResultStore(None if out is None else Path(out) / "results.sqlite")
     try:
+        name = str(meta.get("name") or meta.get("source") or type(model).__name__)
+        meta = {**meta, "name": store.display_name(name, meta.get("sha256"))}
         ctx = EvalContext(model, meta, rank_store(store), data, options, baseline)  # under torchrun rank 0 writes
         ctx.store.add_model(ctx.model_name, ctx.sha256, ctx.run, ctx.generation, meta.get("source"), meta)
         suites, _, skipped = resolve_suites(suite, ctx)

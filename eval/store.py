@@ -169,6 +169,14 @@ class ResultStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (name, sha256, run, generation, source, json.dumps(dict(meta), sort_keys=True, default=str)))
 
+    def display_name(self, name: str, sha256: str | None) -> str:
+        """`name`, or `name@<first 8 of sha256>` when the store already holds other weights under `name` (two
+        weights of one architecture, two runs of one config): reports key models by name, so names stay unique."""
+        if not sha256:
+            return name
+        others = {r[0] for r in self.conn.execute("SELECT checkpoint_sha256 FROM models WHERE model = ?", (name,))}
+        return name if not others or sha256 in others else f"{name}@{sha256[:8]}"
+
     def has_cell(self, cell: Cell, n: int, metric: str = "top1") -> bool:
         """Whether `metric` of this cell on n images is stored."""
         where, params = cell.where()

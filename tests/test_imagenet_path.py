@@ -230,6 +230,10 @@ def test_other_weights_of_one_architecture_never_read_back_each_others_cells(tmp
     eval.evaluate(other, other_meta, "clean", data=eval.DataSources(val=val), store=store, progress=False)
     shas = {r["checkpoint_sha256"] for r in store.rows(metric="top1")}
     assert shas == {meta["sha256"], other_meta["sha256"]}
+    # the same name with other weights (another random init) gets the weights' hash in its name: reports tell apart
+    fresh, fresh_meta = load_model("timm:test_resnet.r160_in1k")
+    rows = eval.evaluate(fresh, fresh_meta, "clean", data=eval.DataSources(val=val), store=store, progress=False)
+    assert rows[0]["model"] == f"timm:test_resnet.r160_in1k@random-init@{fresh_meta['sha256'][:8]}"
     again, again_meta = load_model("timm:test_resnet.r160_in1k", weights=weights)
     assert again_meta["sha256"] == other_meta["sha256"]  # same file, same identity: read back
 
@@ -335,3 +339,18 @@ def test_pretrained_offline_fails_fast_naming_the_model_and_weights_flag(monkeyp
     with pytest.raises(CheckpointError, match=r"timm:test_resnet.r160_in1k: --pretrained .* --weights FILE"):
         load_model("timm:test_resnet.r160_in1k", pretrained=True)
     assert asked and all(t is not None and t <= 5 for t in asked)
+
+
+def test_nst_train_refuses_mismatched_class_folders_before_writing(tmp_path, capsys):
+    from nst_core.cli import main as nst_train
+
+    train = tree(tmp_path / "train", {"cat": 1, "dog": 2, "eel": 3}, per_class=3)
+    test = tree(tmp_path / "test", {"dog": 2, "eel": 3})
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: folders\nmodels: [{{arch: test_efficientnet}}]\ngenerations: 1\n"
+                      f"data: {{dataset: imagefolder, data_dir: {train}, test_dir: {test}, labeled_per_class: 1, "
+                      "input_size: [3, 16, 16]}\n")
+    out = tmp_path / "run"
+    assert nst_train(["--config", str(config), "--out", str(out), "--quiet"]) == 2
+    assert "does not have the classes of data.data_dir: missing ['cat']" in capsys.readouterr().err
+    assert not out.exists()  # nothing written: the corrected rerun starts clean

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from eval.context import EvalContext, EvaluationError
+from eval.context import DEFAULT_TRANSFORM, EvalContext, EvaluationError
 from eval.corruptions.perturbations import GENERATOR_VERSION, cached_sequences, check_perturbation, num_frames
 from eval.datasets import DEFAULT_CACHE, seeded_subset
 from eval.imagenet_p import imagenet_p_sequences
@@ -119,7 +119,10 @@ def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit:
         name = "imagenet-p" if method == "crop" else "imagenet-p-resized"
         return SequenceSource(_dataset_name(name, difficulty), len(videos),
                               lambda bs: videos.batches(bs, o.workers),
-                              {"source": str(videos.folder), "method": method}, check, videos.identity)
+                              {"source": str(videos.folder), "method": method,
+                               "transform": {"input_size": list(videos.input_size), "method": method,
+                                             "interpolation": videos.interpolation if method == "resize" else None}},
+                              check, videos.identity)
 
     clean = ctx.clean_set()
     if limit is not None and limit < len(clean):
@@ -138,7 +141,8 @@ def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit:
             start += len(images)
 
     settings = {"source": "generated", "method": "generate", "generator_version": GENERATOR_VERSION,
-                "generated_from": clean.name, "cache": str(cache_root / "perturbation_sequences")}
+                "generated_from": clean.name, "cache": str(cache_root / "perturbation_sequences"),
+                "transform": clean.info.get("transform", DEFAULT_TRANSFORM)}
     data_id = hashlib.sha1(f"{clean.identity}|{GENERATOR_VERSION}|{o.seed}".encode()).hexdigest()[:16]
     return SequenceSource(_dataset_name(f"{clean.name}-p/torch", difficulty), len(clean), generated, settings,
                           lambda model_ctx: model_ctx.check_classes(clean), data_id)
