@@ -124,6 +124,34 @@ def model_error_table(checkpoint: str, n: int, batch: int, compare: str = "backe
     print(f"largest |difference| over the {len(ALL_CORRUPTIONS) * 5} cells: {worst:.2f} points")
 
 
+def seed_spread(checkpoint: str, n: int, cells: list[str], seeds: int, preset: str | None = None) -> None:
+    """Print, per 'corruption:severity' cell, a trained model's top-1 error over ``seeds`` corruption seeds in each
+    rng mode: mean, standard deviation and range (how much one draw of the noise moves the error)."""
+    from nst_core import load_model
+    from nst_core.data import load_test_set
+
+    model, meta = load_model(checkpoint)
+    test = load_test_set(meta["config"]["data"], meta["input_size"])
+    images, labels = test.images[:n], test.labels[:n]
+    keys = list(range(len(labels)))
+
+    def error(x: torch.Tensor) -> float:
+        with torch.no_grad():
+            return 100.0 * float((model(x.float() / 255).argmax(1) != labels).float().mean())
+
+    print(f"# {meta['name']}, {test.name} first {len(labels)} images, seeds 0-{seeds - 1}, preset {preset or 'default'}")
+    print("| cell | reference mean +- sd (range) | device mean +- sd (range) |")
+    print("|---|---|---|")
+    for cell in cells:
+        name, severity = cell.split(":")
+        stats = []
+        for rng in ("reference", "device"):
+            e = np.array([error(corrupt(images, name, int(severity), keys, seed=k, preset=preset, rng=rng))
+                          for k in range(seeds)])
+            stats.append(f"{e.mean():.2f} +- {e.std(ddof=1):.2f} ({e.min():.1f}-{e.max():.1f})")
+        print(f"| {name} s{severity} | {stats[0]} | {stats[1]} |", flush=True)
+
+
 def main() -> None:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -144,11 +172,17 @@ def main() -> None:
     parser.add_argument("--compare", choices=["backend", "rng"], default="backend",
                         help="--model: reference backend vs torch engine, or the engine's reference vs device mode")
     parser.add_argument("--fidelity", type=int, metavar="N", help="print the PSNR table on N photos instead")
+    parser.add_argument("--spread", nargs="+", metavar="CORRUPTION:SEVERITY",
+                        help="--model: the error's spread over --seeds corruption seeds in both rng modes instead")
+    parser.add_argument("--seeds", type=int, default=10)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     if args.fidelity:
         fidelity_table(args.fidelity, args.size)
+        return
+    if args.model and args.spread:
+        seed_spread(args.model, args.images, args.spread, args.seeds, args.preset)
         return
     if args.model:
         model_error_table(args.model, args.images, args.batch, args.compare, args.preset)
