@@ -333,7 +333,7 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
         bar.close()
         images = torch.cat(parts)
         write_array(path, images.numpy())
-    return replace(data, name=f"{clean.name}-c/{backend}", images=images,
+    return replace(data, name=f"{clean.name}-c/{backend}", images=images, source_id="",  # identity: these pixels
                    info={**data.info, "corruption": corruption, "severity": severity, "backend": backend,
                          "preset": preset, "rng": rng_tag(rng, device), "engine_version": ENGINE_VERSION,
                          "seed": seed, "cache": str(path)})
