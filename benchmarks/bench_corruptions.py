@@ -139,7 +139,8 @@ def seed_spread(checkpoint: str, n: int, cells: list[str], seeds: int, preset: s
         with torch.no_grad():
             return 100.0 * float((model(x.float() / 255).argmax(1) != labels).float().mean())
 
-    print(f"# {meta['name']}, {test.name} first {len(labels)} images, seeds 0-{seeds - 1}, preset {preset or 'default'}")
+    print(f"# {meta['name']}, {test.name} first {len(labels)} images, seeds 0-{seeds - 1}, "
+          f"preset {preset or 'default'}")
     print("| cell | reference mean +- sd (range) | device mean +- sd (range) |")
     print("|---|---|---|")
     for cell in cells:

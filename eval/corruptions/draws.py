@@ -195,10 +195,10 @@ def _poisson_tables(rate: float, device: torch.device) -> tuple[torch.Tensor, to
     """Poisson CDF and guide tables for the 256 rates v / 255 * rate, flattened, on ``device``.
 
     cdf[v, k] = P(Poisson(v / 255 * rate) <= k) for k < k_max = rate + 12 sqrt(rate) + 12 (the last column set to
-    1: the tail beyond has probability < 1e-20), float64 cumulative sums of the pmf. For j = 0..bins let g_j = the smallest k with
-    cdf[v, k] >= j / bins: every u in [j / bins, (j + 1) / bins) maps to a k in [g_j, g_j+1]. guide[v, j] holds g_j
-    where g_j == g_j+1 (the bin is settled) and -1 - g_j where not (the sampler bisects). bins = min(16 k_max,
-    4096), so few pixels land in unsettled bins.
+    1: the tail beyond has probability < 1e-20), float64 cumulative sums of the pmf. For j = 0..bins let g_j = the
+    smallest k with cdf[v, k] >= j / bins: every u in [j / bins, (j + 1) / bins) maps to a k in [g_j, g_j+1].
+    guide[v, j] holds g_j where g_j == g_j+1 (the bin is settled) and -1 - g_j where not (the sampler bisects).
+    bins = min(16 k_max, 4096), so few pixels land in unsettled bins.
     """
     from scipy.special import gammaln
 
