@@ -95,7 +95,7 @@ class Cell:
         """A short human name for messages and progress bars."""
         parts = [self.model, self.suite, self.dataset]
         if self.corruption is not None:
-            parts.append(f"{self.corruption}/{self.severity}")
+            parts.append(self.corruption if self.severity is None else f"{self.corruption}/{self.severity}")
         if self.attack is not None:
             parts.append(f"{self.attack}@{self.eps:g}/255")
         return " ".join(parts)
