@@ -6,7 +6,7 @@ it again replaces it and a re-run can ask `has_cell(...)` to skip what is stored
 (a `--limit` subset and the full set are different measurements). Each evaluated cell (its metric rows and its
 per-image correctness) is written in one transaction, so an interrupted run leaves only whole cells behind.
 `write_summary` keeps `<out>/summary.json` (headline figures per model), replaced atomically under an exclusive
-lock (`<out>/.summary.json.lock`), so concurrent evaluations into one folder lose no model's entry.
+lock on the `<out>` folder, so concurrent evaluations into one folder lose no model's entry.
 """
 from __future__ import annotations
 
@@ -231,13 +231,13 @@ class ResultStore:
 def write_summary(out_dir: str | os.PathLike, model: str, figures: Mapping[str, Any]) -> Path:
     """Merge one model's headline figures into `<out>/summary.json` ({"models": {name: figures}}), atomically.
 
-    The read-merge-replace runs under an exclusive `fcntl.flock` on `<out>/.summary.json.lock` (released when the
-    process ends, even by a kill), so concurrent writers each see the others' entries. Raises StoreError when the
-    existing summary.json is not a JSON object.
+    The read-merge-replace runs under an exclusive `fcntl.flock` on the `<out>` folder itself (no lock file; the
+    lock goes when the process ends, even by a kill), so concurrent writers each see the others' entries. Raises
+    StoreError when the existing summary.json is not a JSON object.
     """
     path = Path(out_dir) / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.parent / f".{path.name}.lock"):
+    with _locked(path.parent):
         data: dict[str, Any] = {"models": {}}
         if path.exists():
             try:
@@ -254,19 +254,20 @@ def write_summary(out_dir: str | os.PathLike, model: str, figures: Mapping[str, 
 
 
 @contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path` (created if absent); no-op where fcntl is missing."""
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on a folder; a no-op where fcntl or folder handles are missing."""
     try:
         import fcntl
-    except ImportError:  # not POSIX: no lock
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # not POSIX: no lock
         yield
         return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _plain(obj: Any) -> Any:
