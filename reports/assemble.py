@@ -142,10 +142,13 @@ def _headline_section(long: pd.DataFrame, colours: dict, out: Path, groups: dict
     blocks: list = []
     for part, what in ((fixed, "Headline"), (robust, "Robust accuracy per attack and eps (1/255)")):
         if not part.empty:
-            blocks += [Table("headline", tables.headline_display(part), f"{what}: value [95% CI] per model, in %."),
-                       Table("headline_delta", tables.delta_display(part), f"{what}: change against the baseline "
-                             "(percentage points), with McNemar's exact p-value where both models have per-image "
-                             "results on the same images.")]
+            values, changes = tables.headline_display(part), tables.delta_display(part)
+            if part is robust and len(values.index) < len(values.columns):  # long, not wide: fits the page
+                values, changes = (t.T.rename_axis(index="attack and eps") for t in (values, changes))
+            blocks += [Table("headline", values, f"{what}: value [95% CI] per model, in %."),
+                       Table("headline_delta", changes, f"{what}: change against the baseline (percentage points), "
+                             "with McNemar's exact p-value where both models have per-image results on the same "
+                             "images, or the paired bootstrap 95% CI of the change.")]
     blocks.append(METHODS)
     figures.metrics_vs_generation(long, colours, out / "figures")
     blocks.append(Figure(out / "figures" / "metrics_vs_generation", "Headline metrics vs generation (95% CIs)."))
@@ -255,7 +258,8 @@ def _examples_section(shown: dict, path: Path | None, out: Path) -> Section:
         return Section(title, [f"{name(path)} holds no corrupted images (`images`): the corruption suite was not run."])
     figures.example_strip(shown["images"], shown["titles"], out / "figures")
     return Section(title, [Figure(out / "figures" / "example_corruptions",
-                                  f"The severity in each title; {_source(shown, path)}.")])
+                                  f"One test image under every corruption (the severity in each title), "
+                                  f"{_source(shown, path)}.")])
 
 
 def _find_examples(store: Store, examples: str | Path | None) -> Path | None:

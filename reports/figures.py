@@ -71,7 +71,7 @@ def ce_bars(ce_wide: pd.DataFrame, colours: dict[str, tuple], out: Path) -> list
     """Grouped bars: CE per corruption (rows of `ce_wide`) per model (its columns); 100 = the baseline."""
     models, corruptions = list(ce_wide.columns), list(ce_wide.index)
     width = 0.8 / max(len(models), 1)
-    fig = new_figure(figsize=(max(6.0, 0.25 * len(models) * len(corruptions) + 2), 4))
+    fig = new_figure(figsize=(min(11.0, max(6.0, 0.25 * len(models) * len(corruptions) + 2)), 4))
     ax = fig.subplots()
     for i, model in enumerate(models):
         x = np.arange(len(corruptions)) + (i - (len(models) - 1) / 2) * width
@@ -357,7 +357,8 @@ def _annotate(ax: Axes, grid: np.ndarray, image: Any, template: str, bold: np.nd
         red, green, blue, _ = image.cmap(image.norm(value))
         dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
         marked = bold is not None and bool(bold[y, x])
-        ax.text(x, y, template.format(value) + ("*" if marked else ""), ha="center", va="center", fontsize=6,
+        text = "0" if round(value) == 0 else template.format(value)
+        ax.text(x, y, text + ("*" if marked else ""), ha="center", va="center", fontsize=6,
                 color="white" if dark else "black", fontweight="bold" if marked else "normal")
 
 

@@ -238,14 +238,14 @@ def write_html(title: str, subtitle: str, summary: Summary, sections: list[Secti
                         "csv": csv if (out / csv).is_file() else None,
                         "tex": f"tables/{block.name}.tex" if (out / f"tables/{block.name}.tex").is_file() else None}
                 if item["folded"]:
-                    entries.append({"anchor": item["anchor"], "title": _short(plain(block.caption))})
+                    entries.append({"anchor": item["anchor"], "title": "Table: " + _short(plain(block.caption))})
             elif isinstance(block, Figure):
                 svg = base64.b64encode(block.stem.with_suffix(".svg").read_bytes()).decode("ascii")
                 files = [block.stem.with_suffix(s).relative_to(out).as_posix() for s in (".png", ".svg")]
                 item = {"kind": "figure", "anchor": _anchor(f"figure-{block.stem.name}", anchors),
                         "caption": html_text(block.caption), "src": Markup(f"data:image/svg+xml;base64,{svg}"),
                         "files": files}
-                entries.append({"anchor": item["anchor"], "title": _short(plain(block.caption))})
+                entries.append({"anchor": item["anchor"], "title": "Figure: " + _short(plain(block.caption))})
             else:
                 item = {"kind": "text", "html": html_text(block)}
             blocks.append(item)
@@ -359,5 +359,6 @@ def _anchor(text: str, taken: set[str]) -> str:
 
 def _short(text: str, most: int = 60) -> str:
     """A contents entry from a caption: its first clause, shortened at a word boundary."""
-    first = re.split(r"[.;:(]\s", text + " ")[0].strip().rstrip(".")
+    text = re.sub(r"\s*\([^()]*\)", "", text)
+    first = re.split(r"[.;:,]\s", text + " ")[0].strip().rstrip(".")
     return textwrap.shorten(first, most, placeholder=" ...")
