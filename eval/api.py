@@ -14,6 +14,7 @@ from eval.sharding import rank_store
 from eval.store import ResultStore, write_summary
 from eval.suites import resolve_suites
 from nst_core import distributed
+from nst_core.models import state_sha256
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ def evaluate(model: nn.Module, meta: Mapping[str, Any], suite: str | list[str] =
     `out`: write `<out>/results.sqlite`, update `<out>/summary.json` and write `<out>/examples.npz` (the report's
     example images) when it is missing; `store`: an open store instead
     (default: in memory). `option_overrides` set `EvalOptions` fields (batch_size=..., limit=..., eps=...).
-    Cells already in the store are read back, not recomputed, unless force=True.
+    Cells already in the store are read back, not recomputed, unless force=True. A meta without `sha256` gets
+    the sha256 of the model's state dict, so other weights under the same name never read back these cells; a
+    name the store already holds with other weights gets `@<sha256 prefix>` appended.
     """
     options = options or EvalOptions()
     for key, value in option_overrides.items():
@@ -40,7 +43,8 @@ def evaluate(model: nn.Module, meta: Mapping[str, Any], suite: str | list[str] =
         store = ResultStore(None if out is None else Path(out) / "results.sqlite")
     try:
         name = str(meta.get("name") or meta.get("source") or type(model).__name__)
-        meta = {**meta, "name": store.display_name(name, meta.get("sha256"))}
+        sha256 = meta.get("sha256") or state_sha256(model)  # an API model is known by its weights too
+        meta = {**meta, "sha256": sha256, "name": store.display_name(name, sha256)}
         ctx = EvalContext(model, meta, rank_store(store), data, options, baseline)  # under torchrun rank 0 writes
         ctx.store.add_model(ctx.model_name, ctx.sha256, ctx.run, ctx.generation, meta.get("source"), meta)
         suites, _, skipped = resolve_suites(suite, ctx)
