@@ -210,11 +210,16 @@ def check_pretrained_reachable(name: str, timeout: float = 3.0) -> None:
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not fit the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
+    """Load `state` strictly; any difference (names or shapes) is a CheckpointError naming the file."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
+              if tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                              f"other shapes {shapes[:3]}; is it the weights of this architecture?")
+    model.load_state_dict(state)
 
 
 def versions() -> dict[str, str]:

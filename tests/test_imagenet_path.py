@@ -354,3 +354,29 @@ def test_nst_train_refuses_mismatched_class_folders_before_writing(tmp_path, cap
     assert nst_train(["--config", str(config), "--out", str(out), "--quiet"]) == 2
     assert "does not have the classes of data.data_dir: missing ['cat']" in capsys.readouterr().err
     assert not out.exists()  # nothing written: the corrected rerun starts clean
+
+
+def test_weights_files_of_every_common_kind_load_and_bad_ones_are_named(tmp_path):
+    from nst_core import load_model
+    from nst_core.checkpoint import CheckpointError
+
+    model, meta = load_model("timm:test_resnet.r160_in1k")
+    state = {k: v.clone() for k, v in model.model.state_dict().items()}
+    nested = tmp_path / "train_ckpt.pth"  # a training checkpoint: {'state_dict': {'module.<key>': ...}, 'epoch': ...}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, nested)
+    plain = tmp_path / "plain.bin"
+    torch.save(state, plain)
+    for path in (nested, plain):
+        loaded, loaded_meta = load_model("timm:test_resnet.r160_in1k", weights=path)
+        assert loaded_meta["sha256"] == meta["sha256"], path.name  # the same tensors, whatever the container
+    with pytest.raises(CheckpointError, match=r"plain\.bin does not fit the model: missing"):
+        load_model("timm:test_efficientnet.r160_in1k", weights=plain)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    hostile = tmp_path / "hostile.pth"
+    torch.save({"state_dict": Payload()}, hostile)
+    with pytest.raises(CheckpointError, match=r"hostile\.pth is not a readable weights file"):
+        load_model("timm:test_resnet.r160_in1k", weights=hostile)
