@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")
 STATE_FORMAT = "nst-train-state/2"
 
 
@@ -55,12 +56,16 @@ def atomic_write(path: Path, write: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def remove_temp_files(root: Path) -> list[Path]:
-    """Delete the temporary files (`.<name>.<random>.tmp`) that killed writers left under `root`; returns them."""
-    root = Path(root)
-    if not root.is_dir():
+def remove_temp_files(directory: Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in `directory` (not below it); returns them.
+
+    Only names `atomic_write` makes are taken: `.<name>.<8 random characters>.tmp`, so a user's own files (even
+    `.something.tmp`) and other folders are never touched.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
         return []
-    found = [p for p in root.rglob(f".*{TEMP_SUFFIX}") if p.is_file() and p.name.count(".") >= 3]
+    found = [p for p in directory.iterdir() if _TEMP_NAME.fullmatch(p.name) and p.is_file()]
     for path in found:
         path.unlink(missing_ok=True)
     return found

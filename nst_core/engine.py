@@ -106,8 +106,9 @@ def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = T
     check_models(cfg, data.num_classes)
     if distributed.is_main():  # the first writes: everything above passed
         _claim_run_dir(cfg, out)
-        for stale in remove_temp_files(out):
-            _log(f"removed {stale} (left by an interrupted write)")
+        for folder in [out, *sorted(out.glob("gen*")), *sorted(out.glob(f"gen*/{SHARD_DIR}"))]:  # the run's layout
+            for stale in remove_temp_files(folder):
+                _log(f"removed {stale} (left by an interrupted write)")
     distributed.barrier()
     metas: list[dict[str, Any]] = []
     teacher: NormalizedClassifier | None = None

@@ -108,13 +108,24 @@ def test_atomic_write_gives_the_umask_mode_and_cleans_up(tmp_path):
 
 
 def test_remove_temp_files_only_takes_atomic_write_leftovers(tmp_path):
-    (tmp_path / "gen0").mkdir()
-    left = [tmp_path / ".config.yaml.ab12cd.tmp", tmp_path / "gen0" / ".model.safetensors.x_9z.tmp"]
-    kept = [tmp_path / "notes.tmp", tmp_path / "gen0" / "model.safetensors", tmp_path / ".hidden"]
+    (tmp_path / "sub").mkdir()
+    left = [tmp_path / ".config.yaml.ab12cd_9.tmp", tmp_path / ".model.safetensors.x9z0k1m2.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / ".notes.tmp", tmp_path / ".a.b.tmp", tmp_path / "model.safetensors",
+            tmp_path / ".hidden", tmp_path / "sub" / ".meta.json.abcdefgh.tmp"]  # not below the folder
     for path in left + kept:
         path.write_text("x")
     assert sorted(remove_temp_files(tmp_path)) == sorted(left)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in left)
+    real = tmp_path / "real.json"
+    write_json(real, {})
+    names = []
+    import tempfile
+
+    for _ in range(20):  # the pattern matches what mkstemp really makes
+        fd, name = tempfile.mkstemp(prefix=".real.json.", suffix=".tmp", dir=tmp_path)
+        os.close(fd)
+        names.append(Path(name))
+    assert sorted(remove_temp_files(tmp_path)) == sorted(names)
 
 
 def test_rerun_removes_leftovers_of_a_finished_run(quick_run, tmp_path):
@@ -124,8 +135,8 @@ def test_rerun_removes_leftovers_of_a_finished_run(quick_run, tmp_path):
     before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     (copy / "gen0" / "train_state.safetensors").write_bytes(b"stale")
     (copy / "gen1" / "train_state.json").write_text("{}")
-    (copy / "gen1" / ".meta.json.k3j2h1.tmp").write_text("{")
-    (copy / ".config.yaml.abcdef.tmp").write_text("half")
+    (copy / "gen1" / ".meta.json.k3j2h1ab.tmp").write_text("{")
+    (copy / ".config.yaml.abcdef_1.tmp").write_text("half")
     run(load_config(QUICK), copy, device="cpu", progress=False)
     after = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     assert after == before
