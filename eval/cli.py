@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output folder (default: <run>/eval, beside a checkpoint, or outputs/eval)")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     run.add_argument("--batch-size", type=_count(1), default=256)
-    run.add_argument("--workers", type=_count(0), default=0, help="DataLoader workers for image files")
+    run.add_argument("--workers", type=_count(0), help="DataLoader workers decoding image files (default: the "
+                     "available CPUs, at most 8; none for sets under 1,024 files)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model (on CUDA: channels_last always)")
     run.add_argument("--threads", type=_count(1), help="torch intra-op threads (1 avoids OpenMP stalls on busy cores)")
     run.add_argument("--amp", action="store_true", help="bf16 autocast")
     run.add_argument("--force", action="store_true", help="recompute cells already in the store")
@@ -313,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources = model_sources(args)
         out = default_out(args)
         options = EvalOptions(
-            device=args.device, batch_size=args.batch_size, workers=args.workers, limit=args.limit,
+            device=args.device, batch_size=args.batch_size, workers=args.workers, compile=args.compile,
+            limit=args.limit,
             attack_limit=args.attack_limit, amp=args.amp, force=args.force, seed=args.seed, eps=args.eps,
             attacks=args.attacks, pgd_steps=args.pgd_steps, pgd_alpha=args.pgd_alpha,
             pgd_random_start=not args.no_random_start, corruption_backend=args.corruption_backend,

@@ -72,17 +72,32 @@ class EvalSet:
                        images=None if self.images is None else self.images[pos],
                        files=None if self.files is None else [self.files[i] for i in pos.tolist()])
 
-    def batches(self, batch_size: int, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(uint8 [B, C, H, W], int64 [B]) in index order: memory slices, or files through a DataLoader."""
+    def batches(self, batch_size: int, workers: int | None = None,
+                pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 [B, C, H, W], int64 [B]) in index order: memory slices, or files through a DataLoader.
+
+        `workers`: DataLoader processes decoding files (None: `default_workers(len(self))`); `pin_memory` for
+        fast, asynchronous copies to a GPU.
+        """
         if self.images is not None:
             for start in range(0, len(self), batch_size):
                 yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
             return
+        workers = default_workers(len(self)) if workers is None else workers
         loader = DataLoader(_FileDataset(self.files, self.labels, self.read), batch_size=batch_size, shuffle=False,
-                            num_workers=workers, persistent_workers=False)
+                            num_workers=workers, persistent_workers=False, pin_memory=pin_memory,
+                            prefetch_factor=4 if workers else None)
         yield from loader
 
-    def materialize(self, batch_size: int = 256, workers: int = 0) -> "EvalSet":
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes this set takes decoded in memory (uint8 at its images' or its transform's size)."""
+        if self.images is not None:
+            return self.images.numel()
+        size = (self.info.get("transform") or {}).get("input_size") or [3, 224, 224]
+        return len(self) * int(np.prod(size))
+
+    def materialize(self, batch_size: int = 256, workers: int | None = None) -> "EvalSet":
         """The same set with every image in memory (uint8)."""
         if self.images is not None:
             return self
@@ -118,6 +133,17 @@ class _FileDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.read(self.files[i]), self.labels[i]
+
+
+SMALL_SET = 1024  # files: fewer are read in-process (starting worker processes would cost more than they save)
+
+
+def default_workers(files: int) -> int:
+    """DataLoader workers for `files` image files: the CPUs this process may use, at most 8; 0 for small sets."""
+    if files < SMALL_SET:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cpus))
 
 
 def seeded_subset(n: int, limit: int | None, seed: int = 0) -> torch.Tensor:
@@ -185,7 +211,8 @@ def _folder_set(root: Path, name: str, transform: EvalTransform, meta: Mapping[s
     if not files:
         raise DatasetError(f"no images under {root} (extensions {', '.join(IMAGE_EXTENSIONS)})")
     mapping = ",".join(f"{f}={label_of[f]}" for f in folders)
-    source = hashlib.sha1(f"{listing_digest(listing)}|{mapping}|{transform.digest()}".encode()).hexdigest()[:16]
+    source = hashlib.sha1(f"{root.resolve()}|{listing_digest(listing)}|{mapping}|{transform.digest()}".encode())
+    source = source.hexdigest()[:16]  # the folder, its file list (no stat calls), the class mapping, the transform
     data = EvalSet(name=name, labels=torch.tensor(labels, dtype=torch.long), num_classes=num_classes,
                    indices=torch.arange(len(files)), files=files, read=_Reader(transform), source_id=source,
                    info={"root": str(root), "classes": len(folders), "transform": transform.settings()})

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from eval.datasets import DatasetError, model_classes, seeded_subset
+from eval.datasets import DatasetError, default_workers, model_classes, seeded_subset
 from nst_core.images import class_folders, listing_digest, map_classes
 from eval.metrics.perturbation import ALL_PERTURBATIONS, is_noise_perturbation
 
@@ -91,8 +91,10 @@ class VideoSequences:
         top, left = (vh - h) // 2, (vw - w) // 2
         return video[..., top:top + h, left:left + w]
 
-    def batches(self, batch_size: int, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(uint8 [B, T, C, H, W], int64 [B]) in order; a batch holds videos of equal length only."""
+    def batches(self, batch_size: int, workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 [B, T, C, H, W], int64 [B]) in order; a batch holds videos of equal length only. `workers`
+        None: `eval.datasets.default_workers`, a video counting as its 31 frames."""
+        workers = default_workers(31 * len(self)) if workers is None else workers
         loader = DataLoader(_Videos(self), batch_size=None, shuffle=False, num_workers=workers)
         videos: list[torch.Tensor] = []
         labels: list[torch.Tensor] = []
@@ -157,7 +159,7 @@ def imagenet_p_sequences(root: str | os.PathLike, perturbation: str, meta: Mappi
     positions = seeded_subset(len(files), limit, seed)
     c, h, w = (int(v) for v in meta["input_size"])
     interpolation = str(meta.get("interpolation") or "bilinear")
-    h_ = hashlib.sha1(f"{listing_digest(listing)}|{sorted(label_of.items())}|{method}|{c}x{h}x{w}|"
+    h_ = hashlib.sha1(f"{folder.resolve()}|{listing_digest(listing)}|{sorted(label_of.items())}|{method}|{c}x{h}x{w}|"
                       f"{interpolation if method == 'resize' else ''}".encode())
     h_.update(positions.numpy().tobytes())
     return VideoSequences(name="imagenet-p", folder=folder, files=[files[i] for i in positions.tolist()],

@@ -8,6 +8,9 @@ table (clean error 0.4348); elsewhere a model evaluated here on the same images,
 (`--baseline` to choose). The baseline is named in every derived row's settings and in summary.json.
 The 4 extra ImageNet-C corruptions are skipped when their folder is absent from --imagenet-c (a missing
 severity of a present corruption, or a missing common corruption, is an error).
+Calibration under shift: every cell has `ece`, `nll`, `brier` (`eval.context.EvalContext.measure`); their means
+over the measured (corruption, severity) cells are the rows `mean_corruption_ece`, `mean_corruption_nll`,
+`mean_corruption_brier` (corruption NULL).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch
 from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, ENGINE_VERSION, EXTRA_CORRUPTIONS, resolve_settings, rng_tag
 from eval.datasets import corrupted_set, corruption_cache_dir, imagenet_c_set, seeded_subset
 from eval.metrics import ALEXNET_CLEAN_ERROR, ALEXNET_NAME, SEVERITIES, alexnet_errors, corruption_summary
-from eval.metrics import mean_corruption_accuracy
+from eval.metrics import CALIBRATION_METRICS, mean_corruption_accuracy
 from eval.suites import PlanItem, register_suite
 from eval.suites.clean import has_clean, measure_clean
 
@@ -136,7 +139,7 @@ def corruption_cells(ctx: EvalContext) -> tuple[str, int, dict[str, list[float]]
     limit = generated_limit(ctx)
     if limit is not None and limit < len(clean):
         clean = clean.subset(seeded_subset(len(clean), limit, o.seed))
-    clean = clean.materialize(o.batch_size, o.workers)
+    clean = ctx.decoded(clean).materialize(o.batch_size, o.workers)
     dataset = f"{clean.name}-c/{o.corruption_backend}"
     settings = generator_settings(ctx)
     data_id = hashlib.sha1(f"{clean.identity}|{sorted(settings.items())}".encode()).hexdigest()[:16]
@@ -203,5 +206,10 @@ def corruption(ctx: EvalContext) -> list[dict[str, Any]]:
                 derived.append(cell.row(metric, summary[metric], n, settings))
     if all(c in errors for c in CORRUPTIONS):
         derived.append(cell.row("mean_corruption_top1", mean_corruption_accuracy(errors), n, settings))
+    for metric in CALIBRATION_METRICS:  # calibration under shift: the mean over every measured cell
+        values = [r["value"] for r in rows if r["metric"] == metric and r["severity"] is not None]
+        if values:
+            derived.append(cell.row(f"mean_corruption_{metric}", sum(values) / len(values), n,
+                                    {**settings, "cells": len(values)}))
     ctx.store.write(derived)
     return rows + derived

@@ -135,7 +135,7 @@ def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit:
     def generated(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         keys = clean.indices.tolist()
         start = 0
-        for images, labels in clean.batches(chunk, o.workers):  # streamed: the clean set is never all in memory
+        for images, labels in ctx.decoded(clean).batches(chunk, o.workers):  # decoded once when it fits, else streamed
             yield cached_sequences(images, perturbation, keys[start:start + len(images)], o.seed, difficulty,
                                    cache_root), labels
             start += len(images)
