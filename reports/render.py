@@ -292,7 +292,7 @@ def md_escape(text: str) -> str:
     """Markdown-escape user data: HTML's < > & as entities, markdown punctuation backslash-escaped, newlines as
     spaces (a name must not end a table row or start a heading)."""
     text = html.escape(plain(str(text)), quote=False).replace("\r", " ").replace("\n", " ")
-    return re.sub(r"([\\`*_{}\[\]()#!|~])", r"\\\1", text)
+    return re.sub(r"([\\`*_\[\]#|~])", r"\\\1", text)
 
 
 def md_text(text: str) -> str:
