@@ -76,7 +76,9 @@ def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summarize(rows: list[dict[str, Any]], meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Headline figures of one model's rows: clean top-1, mCE, relative mCE, mean corruption accuracy,
-    ImageNet-A top-1, robust accuracy per attack and eps, each with its n; plus any other suite's aggregates."""
+    ImageNet-A top-1, robust accuracy per attack and eps, each with its n; calibration (`clean_ece`,
+    `mean_corruption_ece`, `imagenet_a_ece`, ... and nll / brier alike), `adversarial_zero_gradient` and the
+    `gradient_masking` flags; plus any other suite's aggregates."""
     import json
 
     out: dict[str, Any] = {}
@@ -102,6 +104,10 @@ def summarize(rows: list[dict[str, Any]], meta: Mapping[str, Any] | None = None)
         elif suite == "adversarial" and metric == "top1":
             out.setdefault("adversarial_top1", {}).setdefault(r["attack"], {})[f"{r['eps']:g}"] = value
             out["adversarial_n"] = n
+        elif suite == "adversarial" and r["attack"] is not None:  # zero_gradient, ece, ...: per attack and eps
+            out.setdefault(f"adversarial_{metric}", {}).setdefault(r["attack"], {})[f"{r['eps']:g}"] = value
+        elif suite == "adversarial" and metric == "gradient_masking":
+            out["gradient_masking"] = json.loads(r["settings"] or "{}").get("flags", [])
         elif r["corruption"] is None and r["severity"] is None and r["attack"] is None:
             out.setdefault(suite, {})[metric] = value  # plug-in suites' aggregates (e.g. mfr, mt5d)
     return out

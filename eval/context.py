@@ -3,7 +3,8 @@
 `EvalContext.measure(cell, n, data)` is the one place a model meets images: it returns the stored rows of a cell
 when they are there (resume; `force` recomputes), else runs the inference loop (inference_mode, uint8 -> float on
 the device, no per-image Python), checks logits are finite, and writes the cell's rows and per-image correctness
-in one transaction.
+in one transaction. Every cell gets `top1`, `top5` and the calibration rows `ece`, `nll`, `brier`
+(`eval.metrics.calibration`) from the same logits; a stored cell without them is measured again.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eval.datasets import DatasetError, EvalSet, clean_test_set, imagenet_val_set
-from eval.metrics import TopKAccuracy
+from eval.metrics import CALIBRATION_METRICS, Calibration, TopKAccuracy
 from eval.sharding import all_agree, gather_ordered, merge_accuracy, rank_batches
 from eval.store import Cell, ResultStore
 from nst_core import distributed
@@ -177,12 +178,16 @@ class EvalContext:
     def measure(self, cell: Cell, n: int | None, data: Callable[[], EvalSet] | EvalSet,
                 settings: Mapping[str, Any] | None = None,
                 perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+                extra: Callable[[], Mapping[str, float]] | None = None, extra_metrics: Sequence[str] = (),
                 ) -> dict[str, dict[str, Any]]:
-        """Top-1/top-5 rows {metric: row} of `cell`: from the store when there, else computed and stored.
+        """Rows {metric: row} of `cell` (top1, top5, ece, nll, brier): from the store when there, else computed
+        and stored.
 
         `data` may be a callable so that a stored cell never builds (or generates) its images; `n` is the
         expected image count (None: take it from the data). `perturb(x, y, batch_index)` (attacks) maps float
-        [0, 1] batches before the forward pass and runs with gradients.
+        [0, 1] batches before the forward pass and runs with gradients; `extra()`, called after the loop, gives
+        more metrics of the same pass (named in `extra_metrics`: a stored cell lacking one is measured again),
+        written in the same transaction (the attacks' `zero_gradient`).
         """
         eval_set = None
         if n is None:
@@ -190,14 +195,16 @@ class EvalContext:
             n = len(eval_set)
         if (cell, n) in self._measured:  # asked again in this evaluation (e.g. clean error for relative CE)
             return self._measured[cell, n]
-        if (rows := self.stored(cell, n)) is not None:
+        need = (*CALIBRATION_METRICS, *extra_metrics)
+        if (rows := self.stored(cell, n)) is not None and all(m in rows for m in need):
             self.counts["stored"] += 1
         else:
             if eval_set is None:
                 eval_set = data() if callable(data) else data
             self.check_classes(eval_set)
-            acc = self.predict(eval_set, cell, perturb)
-            metrics = acc.compute()
+            calibration = Calibration()
+            acc = self.predict(eval_set, cell, perturb, calibration)
+            metrics = {**acc.compute(), **calibration.compute(), **dict(extra() if extra is not None else {})}
             recorded = self.settings(transform=eval_set.info.get("transform", DEFAULT_TRANSFORM), **dict(settings or {}))
             new = [cell.row(m, v, acc.n, recorded) for m, v in metrics.items()]
             self.store.write(new, {cell: acc.per_image()})
@@ -211,9 +218,11 @@ class EvalContext:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.options.amp else nullcontext()
 
     def predict(self, data: EvalSet, cell: Cell,
-                perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None) -> TopKAccuracy:
+                perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+                calibration: Calibration | None = None) -> TopKAccuracy:
         """The inference loop over `data`: streaming top-1/top-5 with per-image correctness; NaN logits raise.
 
+        `calibration`, when given, accumulates ECE / NLL / Brier from the same logits (all-reduced under torchrun).
         Under torchrun each rank scores its own batches (`eval.sharding`) and all get the merged accumulator.
         """
         o = self.options
@@ -237,9 +246,14 @@ class EvalContext:
                     logits = logits.index_select(1, index)
             bad.append(~torch.isfinite(logits).all(dim=1))
             acc.update(logits, y)  # outside inference_mode: the accumulator's state stays a normal tensor
+            if calibration is not None:
+                calibration.update(logits, y)
             bar.update(xb.shape[0])
         bar.close()
         acc = merge_accuracy(acc, positions)
+        if calibration is not None and distributed.is_distributed():
+            for name, value in calibration.state().items():
+                setattr(calibration, name, distributed.all_reduce(value))
         nonfinite = gather_ordered(torch.cat(bad) if bad else torch.zeros(0, dtype=torch.bool), positions)
         if bool(nonfinite.any()):
             which = data.indices[nonfinite.cpu()][:5].tolist()

@@ -1,11 +1,13 @@
 """Evaluation metrics: streaming accumulators (torchmetrics shape) and the ImageNet-C/-P formulas.
 
 - `TopKAccuracy`: top-1/top-5 accuracy, `update` / `compute` / `reset` / `merge`, optional per-image correctness.
+- `Calibration`: ECE (percent, 15 equal-width bins), NLL and Brier score, same shape (`eval.metrics.calibration`).
 - `ErrorTable`: top-1 error per (corruption, severity), all-reducible count tensors.
 - `corruption_error`, `relative_corruption_error`, `mce`, `relative_mce`, `mean_corruption_accuracy`,
   `corruption_summary`, `alexnet_errors` (the published AlexNet table), `ALEXNET_CLEAN_ERROR` (0.4348).
 - `PerturbationMetrics` (ImageNet-P: flip probability, top-5 distance, from `eval.metrics.perturbation`).
 """
+from eval.metrics.calibration import CALIBRATION_METRICS, Calibration, calibration
 from eval.metrics.classification import TopKAccuracy, topk_accuracy
 from eval.metrics.corruption import (
     ALEXNET_CLEAN_ERROR,
@@ -24,7 +26,7 @@ from eval.metrics.corruption import (
 from eval.metrics.perturbation import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, PerturbationMetrics
 
 __all__ = [
-    "TopKAccuracy", "topk_accuracy", "ErrorTable", "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "SEVERITIES",
+    "TopKAccuracy", "topk_accuracy", "Calibration", "calibration", "CALIBRATION_METRICS", "ErrorTable", "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "SEVERITIES",
     "alexnet_errors", "corruption_error", "relative_corruption_error", "mce", "mean_ce", "relative_mce",
     "mean_corruption_accuracy", "corruption_summary",
     "ALL_PERTURBATIONS", "EVALUATED_PERTURBATIONS", "PerturbationMetrics",
