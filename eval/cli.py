@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 # Heavy imports (torch, timm, the suites) wait until the arguments are parsed and checked: --help and argument
 # errors answer at once.
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "apgd-dlr", "autoattack")
 SUITE_NAMES = ("clean", "corruption", "natural-adversarial", "adversarial", "perturbation", "robustness")
 METHODS = ("auto", "crop", "resize", "generate")
 DEFAULT_EPS = (0.0, 1.0, 2.0, 4.0, 8.0)
@@ -122,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sequences per perturbation (default --limit; generated from ImageNet val at most 100)")
     adv = p.add_argument_group("attacks")
     adv.add_argument("--eps", type=_floats, default=list(DEFAULT_EPS), help="L-inf eps list in 1/255 units")
-    adv.add_argument("--attacks", type=_choices(ATTACKS), default=list(ATTACKS), help="comma-separated: fgsm,pgd")
+    adv.add_argument("--attacks", type=_choices(ATTACKS), default=["fgsm", "pgd"],
+                     help="comma-separated, of: fgsm, pgd, apgd-dlr (APGD with the DLR margin loss, --pgd-steps "
+                          "steps; needs >= 3 classes), autoattack (torchattacks' standard AutoAttack: slow, up to "
+                          "~6,000 forward passes per robust image); default fgsm,pgd")
     adv.add_argument("--pgd-steps", type=_count(1), default=10)
     adv.add_argument("--pgd-alpha", type=float, help="PGD step in 1/255 units (default 2.5 * eps / steps)")
     adv.add_argument("--no-random-start", action="store_true", help="PGD without the random start")
