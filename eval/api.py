@@ -101,6 +101,8 @@ def summarize(rows: list[dict[str, Any]], meta: Mapping[str, Any] | None = None)
         elif suite == "natural-adversarial":
             out[f"imagenet_a_{metric}"] = value
             out["imagenet_a_n"] = n
+        elif suite == "shifts":  # {dataset: {top1, top5, ece, nll, brier, n}}
+            out.setdefault("shifts", {}).setdefault(r["dataset"], {}).update({metric: value, "n": n})
         elif suite == "adversarial" and metric == "top1":
             out.setdefault("adversarial_top1", {}).setdefault(r["attack"], {})[f"{r['eps']:g}"] = value
             out["adversarial_n"] = n

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 # Heavy imports (torch, timm, the suites) wait until the arguments are parsed and checked: --help and argument
 # errors answer at once.
 ATTACKS = ("fgsm", "pgd", "apgd-dlr", "autoattack")
-SUITE_NAMES = ("clean", "corruption", "natural-adversarial", "adversarial", "perturbation", "robustness")
+SUITE_NAMES = ("clean", "corruption", "natural-adversarial", "shifts", "adversarial", "perturbation", "robustness")
 METHODS = ("auto", "crop", "resize", "generate")
 DEFAULT_EPS = (0.0, 1.0, 2.0, 4.0, 8.0)
 
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "classes, or ImageNetV2's <val>/<class index>/*)")
     data.add_argument("--imagenet-c", type=Path, help="ImageNet-C root (<root>/<corruption>/<severity>/<wnid>/)")
     data.add_argument("--imagenet-a", type=Path, help="ImageNet-A root (<root>/<wnid>/)")
+    data.add_argument("--imagenet-r", type=Path, help="ImageNet-R root (<root>/<wnid>/, 200 classes; shifts suite)")
+    data.add_argument("--imagenet-sketch", type=Path, help="ImageNet-Sketch root (<root>/<wnid>/; shifts suite)")
+    data.add_argument("--imagenet-v2", type=Path, help="one ImageNetV2 variant's root (<root>/<class index>/; "
+                      "the variant is read from its folder name, e.g. imagenetv2-matched-frequency-format-val; "
+                      "shifts suite)")
     data.add_argument("--imagenet-p", type=Path, help="ImageNet-P root (<root>/<perturbation>/<wnid>/*.mp4)")
     data.add_argument("--imagenet-c-method", choices=METHODS, default="auto",
                       help="official 224-px files center-cropped (crop, the default at 224 px) or resized to the "
@@ -159,7 +164,8 @@ def check_args(args: argparse.Namespace) -> None:
         unknown = [n for n in given or () if n not in valid]
         if unknown:
             raise ValueError(f"{flag}: unknown {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
-    for flag in ("val", "imagenet_c", "imagenet_a", "imagenet_p", "run"):
+    for flag in ("val", "imagenet_c", "imagenet_a", "imagenet_p", "imagenet_r", "imagenet_sketch", "imagenet_v2",
+                 "run"):
         path = getattr(args, flag)
         if path is not None and not path.is_dir():
             raise ValueError(f"--{flag.replace('_', '-')} {path}: folder not found")
@@ -222,6 +228,8 @@ def _headline(name: str, summary: dict[str, Any]) -> str:
                        ("mean_corruption_top1", "corr. top-1"), ("imagenet_a_top1", "ImageNet-A top-1")):
         if summary.get(key) is not None:
             parts.append(f"{label} {summary[key]:.2f}")
+    for dataset, figures in (summary.get("shifts") or {}).items():
+        parts.append(f"{dataset} top-1 {figures['top1']:.2f}")
     for attack, by_eps in (summary.get("adversarial_top1") or {}).items():
         parts.append(f"{attack} " + " ".join(f"{e}:{v:.1f}" for e, v in by_eps.items()))
     return " | ".join(parts)
@@ -329,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             perturbation_limit=args.perturbation_limit, corruption_limit=args.corruption_limit,
             imagenet_c_method=args.imagenet_c_method, imagenet_p_method=args.imagenet_p_method)
         data = DataSources(val=args.val, imagenet_c=args.imagenet_c, imagenet_a=args.imagenet_a,
-                           imagenet_p=args.imagenet_p)
+                           imagenet_p=args.imagenet_p, imagenet_r=args.imagenet_r,
+                           imagenet_sketch=args.imagenet_sketch, imagenet_v2=args.imagenet_v2)
         weights = dict(zip(args.model, args.weights))
         loaded = []
         for source in sources:  # every model loaded and every suite planned before anything is measured

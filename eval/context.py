@@ -74,12 +74,16 @@ class DataSources:
     imagenet_c: str | os.PathLike | None = None
     imagenet_a: str | os.PathLike | None = None
     imagenet_p: str | os.PathLike | None = None
+    imagenet_r: str | os.PathLike | None = None  # the `shifts` suite (ImageNet-R, -Sketch, -V2)
+    imagenet_sketch: str | os.PathLike | None = None
+    imagenet_v2: str | os.PathLike | None = None  # one variant's root (its folder name names the variant)
     extra: dict[str, Any] = field(default_factory=dict)  # roots for plug-in suites
 
     @property
     def is_imagenet(self) -> bool:
         """True when evaluating on ImageNet benchmarks (the baseline is then the AlexNet table)."""
-        return any(v is not None for v in (self.val, self.imagenet_c, self.imagenet_a, self.imagenet_p))
+        return any(v is not None for v in (self.val, self.imagenet_c, self.imagenet_a, self.imagenet_p,
+                                           self.imagenet_r, self.imagenet_sketch, self.imagenet_v2))
 
 
 class EvalContext:

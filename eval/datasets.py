@@ -9,6 +9,10 @@
   dataset name `imagenet-c-resized`); a missing corruption or severity folder is an error naming the path.
 - `imagenet_a_set`: `<root>/<wnid>/*`, labels 0..199 in timm's sorted-synset order, with `class_index` = the
   200 ImageNet logits to keep (timm/data/_info/imagenet_a_indices.txt, read from the installed timm).
+- `imagenet_r_set`: ImageNet-R (`<root>/<wnid>/*`), labels 0..199 with timm's `imagenet_r_indices.txt` mask, as A.
+- `imagenet_sketch_set`: ImageNet-Sketch (`<root>/<wnid>/*`, the 1000 classes), the model's transform.
+- `imagenet_v2_set`: one ImageNetV2 variant (`<root>/<class index>/*`); the variant (matched-frequency,
+  threshold0.7, top-images) is read from the root's folder name and recorded in `info["variant"]`.
 - `corrupted_set`: a generated -C set (`eval.corruptions.corrupt`, seeded per image by dataset index), cached on
   disk as one uint8 .npy per (corruption, severity), written atomically, keyed by the clean images' content,
   the subset, the backend and the seed, so the next evaluation reuses it.
@@ -307,6 +311,49 @@ def imagenet_a_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int 
     return data
 
 
+def imagenet_r_mask() -> torch.Tensor:
+    """The 200 ImageNet-1k logit indices of ImageNet-R's classes (timm's imagenet_r_indices.txt), in label order."""
+    return torch.tensor([int(v) for v in _timm_info("imagenet_r_indices.txt")], dtype=torch.long)
+
+
+def imagenet_r_synsets() -> list[str]:
+    """ImageNet-R's 200 wnids in label order (timm's imagenet_r_synsets.txt)."""
+    return _timm_info("imagenet_r_synsets.txt")
+
+
+def imagenet_r_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
+                   seed: int = 0) -> EvalSet:
+    """ImageNet-R (renditions, `<root>/<wnid>/*`): labels 0..199, `class_index` = the 200-logit mask."""
+    data = _folder_set(Path(root), "imagenet-r", val_transform(meta), meta, limit, seed, "ImageNet-R",
+                       classes=imagenet_r_synsets())
+    data.class_index = imagenet_r_mask()
+    return data
+
+
+def imagenet_sketch_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
+                        seed: int = 0) -> EvalSet:
+    """ImageNet-Sketch (`<root>/<wnid>/*`, ImageNet-1k's classes, any subset) with the model's eval transform."""
+    return _folder_set(Path(root), "imagenet-sketch", val_transform(meta), meta, limit, seed, "ImageNet-Sketch")
+
+
+IMAGENET_V2_VARIANTS = ("matched-frequency", "threshold0.7", "top-images")
+
+
+def imagenet_v2_variant(root: str | os.PathLike) -> str:
+    """The ImageNetV2 variant named by a root folder (`imagenetv2-matched-frequency-format-val` ->
+    `matched-frequency`); a folder naming none of the three gives its own name."""
+    name = Path(root).resolve().name
+    return next((v for v in IMAGENET_V2_VARIANTS if v in name), name)
+
+
+def imagenet_v2_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
+                    seed: int = 0) -> EvalSet:
+    """One ImageNetV2 variant (`<root>/<class index 0..999>/*`, numeric folders are class indices)."""
+    data = _folder_set(Path(root), "imagenet-v2", val_transform(meta), meta, limit, seed, "ImageNet-V2")
+    data.info["variant"] = imagenet_v2_variant(root)
+    return data
+
+
 # ------------------------------------------------------------------------------------- generated corruption sets
 
 def corruption_cache_dir(clean: EvalSet, backend: str, seed: int, cache_dir: str | os.PathLike | None = None,
@@ -369,5 +416,7 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
 __all__ = [
     "DatasetError", "EvalSet", "seeded_subset", "clean_test_set", "val_transform", "official_224_transform",
     "imagenet_val_set", "imagenet_c_set", "imagenet_a_set", "imagenet_a_mask", "imagenet_a_synsets",
+    "imagenet_r_set", "imagenet_r_mask", "imagenet_r_synsets", "imagenet_sketch_set", "imagenet_v2_set",
+    "imagenet_v2_variant", "IMAGENET_V2_VARIANTS",
     "corrupted_set", "corruption_cache_dir", "DEFAULT_CACHE",
 ]
