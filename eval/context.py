@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -206,6 +206,7 @@ class EvalContext:
             if eval_set is None:
                 eval_set = data() if callable(data) else data
             self.check_classes(eval_set)
+            eval_set = self._decoded.get(eval_set.identity, eval_set) if eval_set.images is None else eval_set
             calibration = Calibration()
             acc = self.predict(eval_set, cell, perturb, calibration)
             metrics = {**acc.compute(), **calibration.compute(), **dict(extra() if extra is not None else {})}
@@ -237,7 +238,13 @@ class EvalContext:
         bar = tqdm(total=len(shard), desc=cell.describe(), unit="img", disable=not o.progress or not
                    distributed.is_main(), leave=False, dynamic_ncols=True)
         pin = self.device.type == "cuda"
+        # a file set that fits the decode budget is kept as it streams by (decoding overlaps the forward passes),
+        # so the other cells of this model on the same images never decode a file again
+        keep: list[torch.Tensor] | None = [] if (data.images is None and not distributed.is_distributed() and
+                                                  data.decoded_bytes <= o.decode_budget) else None
         for b, (xb, yb) in zip(numbers, shard.batches(o.batch_size, o.workers, pin_memory=pin)):
+            if keep is not None:
+                keep.append(xb)
             x = xb.to(self.device, non_blocking=True).float().div_(255)
             if pin:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -254,6 +261,8 @@ class EvalContext:
                 calibration.update(logits, y)
             bar.update(xb.shape[0])
         bar.close()
+        if keep:
+            self._decoded[data.identity] = replace(data, images=torch.cat(keep), files=None, read=None)
         acc = merge_accuracy(acc, positions)
         if calibration is not None and distributed.is_distributed():
             for name, value in calibration.state().items():

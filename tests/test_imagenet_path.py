@@ -380,3 +380,20 @@ def test_weights_files_of_every_common_kind_load_and_bad_ones_are_named(tmp_path
     torch.save({"state_dict": Payload()}, hostile)
     with pytest.raises(CheckpointError, match=r"hostile\.pth is not a readable weights file"):
         load_model("timm:test_resnet.r160_in1k", weights=hostile)
+
+
+def test_each_file_is_decoded_once_per_model_for_all_its_cells(tmp_path, monkeypatch):
+    val = tree(tmp_path / "val", {SYNSETS[i]: i for i in PICKED[:3]}, per_class=3)
+    reads = []
+    original = EvalTransform.__call__
+    monkeypatch.setattr(EvalTransform, "__call__", lambda self, path: reads.append(path) or original(self, path))
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 1000)).eval()  # attacks need gradients
+    rows = eval.evaluate(linear, META, "clean,adversarial", data=eval.DataSources(val=val), eps=[0, 2],
+                         progress=False)
+    assert len([r for r in rows if r["metric"] == "top1"]) == 1 + 4  # clean + 2 attacks x 2 eps
+    assert sorted(map(str, reads)) == sorted(str(p) for p in val.rglob("*.png"))  # 9 files, each read once
+    reads.clear()
+    eval.evaluate(PixelClass().eval(), META, "clean", data=eval.DataSources(val=val), progress=False,
+                  decode_budget=0)  # over the budget: streamed, nothing kept
+    assert len(reads) == 9
