@@ -113,6 +113,7 @@ class PerturbationMetrics:
         self.sequences = torch.zeros((), dtype=torch.long)
         self.correct = torch.zeros((), dtype=torch.long)
         self.frames = torch.zeros((), dtype=torch.long)
+        self.per_sequence: dict[str, list[torch.Tensor]] = {"fp": [], "t5d": []}  # for the bootstrap intervals
 
     def state(self) -> dict[str, torch.Tensor]:
         """The state tensors, by name."""
@@ -127,8 +128,12 @@ class PerturbationMetrics:
         order, ranks = ordinal_ranks(logits)
         earlier, later = frame_pairs(logits.shape[1], self.noise, self.difficulty)
         top1 = order[..., 0]
-        self.fp_sum += (top1[:, earlier] != top1[:, later]).double().mean(dim=1).sum()
-        self.t5d_sum += _top5_distance(order, ranks, self.noise, self.difficulty).sum()
+        fp = (top1[:, earlier] != top1[:, later]).double().mean(dim=1)
+        t5d = _top5_distance(order, ranks, self.noise, self.difficulty)
+        self.fp_sum += fp.sum()
+        self.t5d_sum += t5d.sum()
+        self.per_sequence["fp"].append(fp)
+        self.per_sequence["t5d"].append(t5d)
         self.sequences += logits.shape[0]
         if labels is not None:
             labels = labels.detach().cpu().long().view(-1, 1)
@@ -143,6 +148,8 @@ class PerturbationMetrics:
             raise ValueError("can only merge accumulators of the same perturbation and difficulty")
         for name, value in other.state().items():
             setattr(self, name, getattr(self, name) + value)
+        for key, parts in other.per_sequence.items():
+            self.per_sequence[key].extend(parts)
 
     def compute(self) -> dict[str, float]:
         """{"fp": fraction, "t5d": mean distance, "top1": percent of frames (NaN without labels), "n": sequences}."""
@@ -152,6 +159,35 @@ class PerturbationMetrics:
         frames = int(self.frames)
         return {"fp": float(self.fp_sum) / n, "t5d": float(self.t5d_sum) / n,
                 "top1": 100.0 * int(self.correct) / frames if frames else math.nan, "n": n}
+
+
+def sequence_values(acc: PerturbationMetrics) -> dict[str, list[float]]:
+    """Per-sequence fp and t5d in the order seen (one process; the bootstrap's units)."""
+    return {k: torch.cat(v).tolist() if v else [] for k, v in acc.per_sequence.items()}
+
+
+def bootstrap_relative_mean(own: Mapping[str, Sequence[float]], base: Mapping[str, Sequence[float]],
+                            resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean_p 100 * mean(own_p) / mean(base_p) (mFR from per-sequence FP, mT5D
+    from per-sequence T5D): per perturbation p the sequences are resampled with replacement, the same draw for the
+    model and the baseline (paired: same sequences), `resamples` times from a generator seeded with `seed`
+    (Efron & Tibshirani 1993, ch. 13). Resamples where a baseline mean is 0 are dropped; (nan, nan) when none
+    is left. Raises ValueError when a perturbation's lists differ in length or are empty."""
+    gen = torch.Generator().manual_seed(int(seed))
+    total = torch.zeros(resamples, dtype=torch.float64)
+    for p in own:
+        a, b = torch.tensor(own[p], dtype=torch.float64), torch.tensor(base[p], dtype=torch.float64)
+        if len(a) != len(b) or len(a) == 0:
+            raise ValueError(f"{p}: {len(a)} model and {len(b)} baseline sequences; the bootstrap pairs them")
+        idx = torch.randint(len(a), (resamples, len(a)), generator=gen)
+        total += 100.0 * a[idx].mean(dim=1) / b[idx].mean(dim=1)
+    values = total / len(own)
+    values = values[torch.isfinite(values)]
+    if values.numel() == 0:
+        return math.nan, math.nan
+    q = torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(values, q).tolist()
+    return lo, hi
 
 
 def relative_to_baseline(value: float, baseline: float) -> float:

@@ -16,6 +16,7 @@ Difficulty d > 1 is part of the dataset name (`<dataset>-p-d2`); `severity` stay
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from eval.corruptions.perturbations import GENERATOR_VERSION, cached_sequences, 
 from eval.datasets import DEFAULT_CACHE, seeded_subset
 from eval.imagenet_p import imagenet_p_sequences
 from eval.metrics.perturbation import (
+    bootstrap_relative_mean,
+    sequence_values,
     ALL_PERTURBATIONS,
     EVALUATED_PERTURBATIONS,
     PerturbationMetrics,
@@ -43,6 +46,7 @@ from nst_core import distributed
 
 SUITE = "perturbation"
 RAW_METRICS = ("fp", "t5d", "top1")
+BOOTSTRAP_RESAMPLES = 1000  # mFR / mT5D intervals (eval.metrics.perturbation.bootstrap_relative_mean)
 UNITS = ("fp: fraction of frame pairs whose top-1 flips; t5d: mean top-5 distance; fr, t5d_rel, mfr, mt5d: percent "
          "of the baseline's value on the same sequences; top1: percent of all frames")
 IMAGENET_BASELINE_NOTE = ("the AlexNet ImageNet-P values are not published in code: FR and relative T5D are relative "
@@ -173,8 +177,9 @@ def sequence_logits(ctx: EvalContext, sequences: torch.Tensor) -> torch.Tensor:
 
 
 def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
-                      desc: str) -> dict[str, float]:
-    """Stream the source's sequences through the model: {"fp", "t5d", "top1", "n"}.
+                      desc: str) -> dict[str, Any]:
+    """Stream the source's sequences through the model: {"fp", "t5d", "top1", "n", "per_sequence"} (per-sequence
+    fp and t5d lists for the bootstrap; None under torchrun, where each rank sees only its own sequences).
 
     Under torchrun step s is scored by rank s mod world_size, and the steps' sums are merged in step order.
     """
@@ -206,19 +211,22 @@ def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: st
     bar.close()
     if sharded:
         merge_steps(acc, mine)
-    return acc.compute()
+    return {**acc.compute(), "per_sequence": None if sharded else sequence_values(acc)}
 
 
 def raw_values(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
                settings: dict[str, Any]) -> dict[str, float]:
-    """This model's fp / t5d / top1 on the source: from the store when there, else measured and stored."""
+    """This model's fp / t5d / top1 on the source (and `per_sequence` fp / t5d, kept in the fp row's settings for
+    the bootstrap intervals): from the store when there, else measured and stored."""
     cell = ctx.cell(SUITE, source.dataset, corruption=perturbation, data_id=source.data_id)
     stored = ctx.stored(cell, source.n)
     if stored is not None and all(m in stored for m in RAW_METRICS):
         ctx.counts["stored"] += 1
-        return {m: (math.nan if stored[m]["value"] is None else stored[m]["value"]) for m in RAW_METRICS}
+        values = {m: (math.nan if stored[m]["value"] is None else stored[m]["value"]) for m in RAW_METRICS}
+        return {**values, "per_sequence": json.loads(stored["fp"]["settings"] or "{}").get("per_sequence")}
     values = measure_sequences(ctx, source, perturbation, difficulty, cell.describe())
-    ctx.store.write([cell.row(m, values[m], source.n, ctx.settings(**settings)) for m in RAW_METRICS])
+    ctx.store.write([cell.row(m, values[m], source.n, ctx.settings(
+        **settings, **({"per_sequence": values["per_sequence"]} if m == "fp" else {}))) for m in RAW_METRICS])
     ctx.counts["computed"] += 1
     return values
 
@@ -238,6 +246,7 @@ def perturbation(ctx: EvalContext) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     top1: dict[str, float] = {}
     relative: dict[str, dict[str, float]] = {"fr": {}, "t5d_rel": {}}
+    paired: dict[str, dict[str, Any]] = {"own": {}, "base": {}}  # per-sequence values for the bootstrap
     source = None
     ids: list[str] = []
     for name in names:
@@ -250,6 +259,7 @@ def perturbation(ctx: EvalContext) -> list[dict[str, Any]]:
         cell_rows = [cell.row(m, own[m], source.n, ctx.settings(**settings)) for m in RAW_METRICS]
         if base is not None:
             ref = own if base is ctx else raw_values(base, source, name, difficulty, settings)
+            paired["own"][name], paired["base"][name] = own.get("per_sequence"), ref.get("per_sequence")
             relative["fr"][name] = relative_to_baseline(own["fp"], ref["fp"])
             relative["t5d_rel"][name] = relative_to_baseline(own["t5d"], ref["t5d"])
             extra = [cell.row(m, relative[m][name], source.n, ctx.settings(**settings)) for m in relative]
@@ -262,8 +272,19 @@ def perturbation(ctx: EvalContext) -> list[dict[str, Any]]:
         if base is not None:
             means.update(mfr=mean_over_perturbations(relative["fr"]),
                          mt5d=mean_over_perturbations(relative["t5d_rel"]))
+            pairs = [(paired["own"].get(p), paired["base"].get(p)) for p in EVALUATED_PERTURBATIONS]
+            if all(a is not None and b is not None for a, b in pairs):  # 95 % intervals over sequences
+                for metric, key in (("mfr", "fp"), ("mt5d", "t5d")):
+                    lo, hi = bootstrap_relative_mean({p: a[key] for p, (a, _) in zip(EVALUATED_PERTURBATIONS, pairs)},
+                                                     {p: b[key] for p, (_, b) in zip(EVALUATED_PERTURBATIONS, pairs)},
+                                                     BOOTSTRAP_RESAMPLES, ctx.options.seed)
+                    means.update({f"{metric}_low": lo, f"{metric}_high": hi})
         cell = ctx.cell(SUITE, source.dataset, data_id=hashlib.sha1("|".join(ids).encode()).hexdigest()[:16])
         agg_settings = {**common, "perturbations": list(EVALUATED_PERTURBATIONS)}
+        if "mfr_low" in means:
+            agg_settings["interval"] = (f"mfr_low/high, mt5d_low/high: 95 % percentile bootstrap over sequences "
+                                        f"(paired with the baseline, {BOOTSTRAP_RESAMPLES} resamples, seed "
+                                        f"{ctx.options.seed})")
         if undefined := [p for p in EVALUATED_PERTURBATIONS if math.isnan(relative["fr"].get(p, 0.0))]:
             agg_settings["undefined"] = (f"the baseline never flipped on {', '.join(undefined)}: FR is undefined "
                                          "there, so mFR is too; evaluate more sequences")
