@@ -1,6 +1,6 @@
 """`nst-train`: train the generations of a Noisy Student run from a YAML config.
 
-Under torchrun (`torchrun --nproc_per_node N -m nst_core.cli ...`) every process runs this same command: training
+Under torchrun (`torchrun --nproc_per_node N --no-python nst-train ...`) every process runs this same command: training
 is data-parallel (DDP), pseudo-labeling sharded, and rank 0 alone writes files and prints.
 """
 from __future__ import annotations
@@ -36,8 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train the config and its variants for SWITCH as sibling runs "
                              "<out or runs>/<name>-<variant> (student_noise, labels, balance, teacher_noise, "
                              "model_size, unlabeled_data, unlabel_ratio, method); repeatable")
+    parser.add_argument("--seeds", type=_seed_list, metavar="K,K,...",
+                        help="train one run per seed into <out>/seed<k>/gen<g>/ (overrides the config's seeds:); "
+                             "nst-eval --run <out> evaluates them all and nst-report aggregates over seeds")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
+    return seeds
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -74,7 +87,7 @@ def describe_os_error(exc: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nst_core import distributed
-    from nst_core.engine import run
+    from nst_core.engine import run, run_seeds
     from nst_core.sweep import run_sweep
 
     distributed.init()
@@ -90,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is not None and not args.out.strip():
             raise ConfigError("--out is empty; give a folder for the run (default: runs/<name>)")
         cfg = load_config(args.config, overrides)
+        seeds = args.seeds or cfg.seeds
+        if args.ablate and seeds:
+            raise ConfigError("--ablate with seeds (--seeds or seeds: in the config) is not supported; run one of them")
         if args.ablate:
             runs = run_sweep(cfg, args.ablate, Path(args.out or "runs"), device=args.device, progress=progress)
+        elif seeds:
+            out = Path(args.out) if args.out else Path("runs") / cfg.name
+            runs = run_seeds(cfg, out, seeds, device=args.device, progress=progress)
         else:
             out = Path(args.out) if args.out else Path("runs") / cfg.name
             runs = {out: run(cfg, out, device=args.device, progress=progress)}

@@ -40,13 +40,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(*args: str) -> subprocess.Popen:
+def torchrun(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     """`torchrun --nproc_per_node 2 <args>` in its own process group (so a kill reaches the workers)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, cwd=cwd)
 
 
 def nst_train(config: Path, out: Path) -> subprocess.Popen:

@@ -6,6 +6,7 @@ perturbation cells must match one process's row for row, per-image correctness i
 read every cell back together.
 """
 import json
+import sys
 import sqlite3
 from pathlib import Path
 
@@ -57,12 +58,17 @@ def test_two_ranks_store_the_rows_of_one(tmp_path):
     run = make_run(tmp_path)
     cache = ["--cache-dir", str(tmp_path / "cache")]
     assert nst_eval(["--run", str(run), "--out", str(tmp_path / "one"), *ARGS, *cache]) == 0
-    job = torchrun("-m", "eval.cli", "--run-dir", str(run), "--out", str(tmp_path / "two"), *ARGS, *cache)
+    # the console script, as docs/distributed.md says; an eval.py in the working directory must not run instead
+    (tmp_path / "eval.py").write_text("raise SystemExit('the eval.py of the working directory ran')\n")
+    nst_eval_script = str(Path(sys.executable).parent / "nst-eval")
+    job = torchrun("--no-python", nst_eval_script, "--run-dir", str(run), "--out", str(tmp_path / "two"), *ARGS,
+                   *cache, cwd=tmp_path)
     assert job.wait(timeout=300) == 0, job.stdout.read()
     one, two = stored(tmp_path / "one"), stored(tmp_path / "two")
     assert len(one[0]) > 50 and {r[4] for r in one[0]} == {"clean", "corruption", "adversarial", "perturbation"}
     assert one == two
-    again = torchrun("-m", "eval.cli", "--run-dir", str(run), "--out", str(tmp_path / "two"), *ARGS, *cache)
+    again = torchrun("--no-python", nst_eval_script, "--run-dir", str(run), "--out", str(tmp_path / "two"), *ARGS,
+                     *cache, cwd=tmp_path)
     assert again.wait(timeout=300) == 0
     log = again.stdout.read()
     assert "tiny/gen1: 0 cells computed" in log and "tiny/gen0: 0 cells computed" in log, log
