@@ -231,9 +231,23 @@ def motion_blur(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> tor
     radius, sigma = p
     x = u8.to(torch.float32)
     h, w = x.shape[-2:]
-    out = torch.stack([kernels.motion_blur(x[i], kernels.motion_blur_taps(radius, sigma, r.uniform(-45, 45), h, w))
-                       for i, r in enumerate(draws.scalars)])
-    return out.clamp_(0, 255)
+    taps = [kernels.motion_blur_taps(radius, sigma, r.uniform(-45, 45), h, w) for r in draws.scalars]
+    return _blur_lines(x, taps).clamp_(0, 255)
+
+
+def _batched(device: torch.device) -> bool:
+    """Whether per-image loops run as whole-batch gathers on ``device``: not on the CPU, where per-image slices are
+    faster (measured 13x for motion_blur at 224 px)."""
+    return device.type != "cpu"
+
+
+def _blur_lines(x: torch.Tensor, taps: list[list[tuple[int, int, float]]]) -> torch.Tensor:
+    """Each image's motion blur: per image on the CPU (slices are cheap there), one gather per tap for the whole
+    batch elsewhere (``kernels.motion_blur_batched``: the same sums, one kernel launch per tap, not per tap and
+    image); per image whenever the images' tap lists differ in length."""
+    if _batched(x.device) and len({len(t) for t in taps}) == 1:
+        return kernels.motion_blur_batched(x, taps)
+    return torch.stack([kernels.motion_blur(x[i], t) for i, t in enumerate(taps)])
 
 
 def zoom_blur(u8: torch.Tensor, zooms: np.ndarray, draws: Draws, preset: Preset) -> torch.Tensor:
@@ -258,16 +272,27 @@ def snow(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tens
     x = _unit(u8)
     h, w = x.shape[-2:]
     layers_all = draws.normal((h, w), loc=loc, scale=scale, dtype=_layer_dtype(draws))
-    layers = []
-    for layer, r in zip(layers_all, draws.scalars):
-        layer = kernels.clipped_zoom(layer, zoom)
+    if not _batched(u8.device):
+        layers = []
+        for layer, r in zip(layers_all, draws.scalars):
+            layer = kernels.clipped_zoom(layer, zoom)
+            if preset.name != "imagenet-c":
+                top, left = (layer.shape[0] - h) // 2, (layer.shape[1] - w) // 2
+                layer = layer[top:top + h, left:left + w]
+            layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
+            taps = kernels.motion_blur_taps(radius, sigma, r.uniform(-135, -45), *layer.shape)
+            layers.append(kernels.motion_blur(layer, taps)[:h, :w])
+        layers = torch.stack(layers)
+    else:  # the same steps for the whole batch at once (one kernel per step, not per step and image)
+        layers = kernels.clipped_zoom(layers_all, zoom)
         if preset.name != "imagenet-c":
-            top, left = (layer.shape[0] - h) // 2, (layer.shape[1] - w) // 2
-            layer = layer[top:top + h, left:left + w]
-        layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
-        taps = kernels.motion_blur_taps(radius, sigma, r.uniform(-135, -45), *layer.shape)
-        layers.append(kernels.motion_blur(layer, taps)[:h, :w])
-    flakes = (torch.round(torch.stack(layers) * 255) / 255).to(torch.float32)[:, None]
+            top, left = (layers.shape[-2] - h) // 2, (layers.shape[-1] - w) // 2
+            layers = layers[..., top:top + h, left:left + w]
+        layers = torch.where(layers < threshold, torch.zeros_like(layers), layers).clamp(0, 1)
+        taps = [kernels.motion_blur_taps(radius, sigma, r.uniform(-135, -45), *layers.shape[-2:])
+                for r in draws.scalars]
+        layers = _blur_lines(layers, taps)[..., :h, :w]
+    flakes = (torch.round(layers * 255) / 255).to(torch.float32)[:, None]
     gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     x = mix * x + (1 - mix) * torch.maximum(x, gray * 1.5 + 0.5)
     return (x + flakes + flakes.flip(-2, -1)).clamp_(0, 1).mul_(255)
