@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and model support; the others are skipped with their reason)")
     what = p.add_argument_group("models")
     what.add_argument("--run", "--run-dir", dest="run", type=Path,
-                      help="a run folder: evaluate every gen<k> in it (--run-dir under torchrun, whose own "
-                           "--run-path would swallow --run)")
+                      help="a run folder: evaluate every gen<k> in it, or every seed<k>/gen<g> of a multi-seed run "
+                           "(--run-dir under torchrun, whose own --run-path would swallow --run)")
     what.add_argument("--checkpoint", type=Path, action="append", default=[], help="a checkpoint folder (repeatable)")
     what.add_argument("--model", action="append", default=[], help="timm:<name> (repeatable), its own data config")
     what.add_argument("--pretrained", action="store_true",
@@ -184,16 +184,26 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--pgd-alpha must be > 0 (1/255 units), got {args.pgd_alpha}")
 
 
+def run_generations(run: Path) -> list[Path]:
+    """The finished gen<k> folders of a run folder, gen0 first."""
+    return sorted((d for d in run.glob("gen*") if d.name[3:].isdigit() and (d / "meta.json").exists()),
+                  key=lambda d: int(d.name[3:]))
+
+
 def model_sources(args: argparse.Namespace) -> list[str]:
     """Every model to evaluate, gen0 of a run first (it is the others' CE baseline)."""
     sources: list[str] = []
     if args.run is not None:
         if not args.run.is_dir():
             raise FileNotFoundError(f"run folder not found: {args.run}")
-        gens = sorted((d for d in args.run.glob("gen*") if d.name[3:].isdigit() and (d / "meta.json").exists()),
-                      key=lambda d: int(d.name[3:]))
+        gens = run_generations(args.run)
+        if not gens:  # a multi-seed run (nst-train --seeds): every seed<k>/gen<g>, each seed's gen0 its baseline
+            for seed in sorted((d for d in args.run.glob("seed*") if d.name[4:].isdigit()),
+                               key=lambda d: int(d.name[4:])):
+                gens += run_generations(seed)
         if not gens:
-            raise FileNotFoundError(f"no finished generation (gen<k>/meta.json) in {args.run}: train it first")
+            raise FileNotFoundError(f"no finished generation (gen<k>/meta.json, or seed<k>/gen<g>/meta.json) in "
+                                    f"{args.run}: train it first")
         sources += [str(d) for d in gens]
     sources += [str(c) for c in args.checkpoint]
     for m in args.model:

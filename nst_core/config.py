@@ -163,6 +163,7 @@ class RunConfig:
     name: str
     models: list[ModelSpec]
     seed: int = 0
+    seeds: list[int] | None = None  # train one run per seed into <out>/seed<k>/ (nst_core.engine.run_seeds)
     generations: int = 3
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
@@ -229,6 +230,9 @@ def validate(cfg: RunConfig, source: str = "<dict>") -> None:
     """
     validate_name(cfg.name, source)
     validate_ranges(cfg, source)
+    if cfg.seeds is not None and (not cfg.seeds or any(s < 0 for s in cfg.seeds)
+                                  or len(set(cfg.seeds)) < len(cfg.seeds)):
+        raise ConfigError(f"{source}: seeds must be a non-empty list of distinct integers >= 0, got {cfg.seeds}")
     validate_models(cfg, source)
     if cfg.generations < 1:
         raise ConfigError(f"{source}: generations must be >= 1, got {cfg.generations}")

@@ -8,6 +8,7 @@ first deletes what killed writers left (temporary files, a finished generation's
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,26 @@ def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = T
         if distributed.is_main():
             clear_states(out / f"gen{cfg.generations}")  # finished: a state left by a kill after meta.json goes
     return metas
+
+
+def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
+    """The run of one seed of a multi-seed config: `seed` set, named `<name>-seed<k>` (so its checkpoints'
+    names, e.g. `demo-seed1/gen2`, stay distinct in one results store); `seeds` kept, naming the group."""
+    return dataclasses.replace(cfg, seed=int(seed), name=f"{cfg.name}-seed{int(seed)}")
+
+
+def run_seeds(cfg: RunConfig, out: Path, seeds: list[int] | None = None, device: str | None = None,
+              progress: bool = True) -> dict[Path, list[dict[str, Any]]]:
+    """Train one run per seed (`seeds`, else `cfg.seeds`) into `<out>/seed<k>/gen<g>/`, each resumable on its own
+    (a finished seed is read back, an interrupted one resumes); returns {run folder: its generations' metas}.
+    Every seeded choice changes with the seed: the labeled/unlabeled split, initial weights, augmentation, the
+    pseudo-label balancing draw. Raises ConfigError for an empty or repeated seed list."""
+    seeds = list(seeds if seeds is not None else cfg.seeds or [])
+    if not seeds or len(set(seeds)) < len(seeds) or any(int(s) < 0 for s in seeds):
+        raise ConfigError(f"seeds must be a non-empty list of distinct integers >= 0, got {seeds}")
+    cfg = dataclasses.replace(cfg, seeds=[int(s) for s in seeds])
+    return {Path(out) / f"seed{int(s)}": run(seed_config(cfg, s), Path(out) / f"seed{int(s)}", device, progress)
+            for s in seeds}
 
 
 def train_one(cfg: RunConfig, generation: int, data: NSTData, teacher: NormalizedClassifier | None,
