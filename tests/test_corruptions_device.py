@@ -149,3 +149,13 @@ def test_batched_gpu_paths_equal_the_per_image_paths(monkeypatch) -> None:
     monkeypatch.setattr(torch_engine, "_batched", lambda device: True)
     for (c, p, s, rng), expected in zip(cases, per_image):
         assert torch.equal(corrupt(x, c, s, keys, preset=p, rng=rng), expected), (c, p, s, rng)
+
+
+def test_spatter_masks_in_threads_equal_the_loop(monkeypatch) -> None:
+    from eval.corruptions import torch_engine
+
+    x = _crops(5, 48, seed=4)
+    expected = [corrupt(x, "spatter", s, list(range(5)), rng=rng) for s in (1, 3) for rng in ("reference", "device")]
+    monkeypatch.setattr(torch_engine, "_batched", lambda device: True)
+    got = [corrupt(x, "spatter", s, list(range(5)), rng=rng) for s in (1, 3) for rng in ("reference", "device")]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))

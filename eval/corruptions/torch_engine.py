@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 from typing import Callable, Sequence
@@ -540,7 +542,12 @@ def spatter(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.T
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         color = torch.tensor([63, 42, 20], dtype=torch.float32, device=u8.device).view(1, 3, 1, 1) / 255.0
         return (x * (1 - m) + color * m).clamp_(0, 1).mul_(255)
-    masks = [_water_mask(layer) for layer in liquid[:, 0].cpu().numpy()]
+    layers = liquid[:, 0].cpu().numpy()
+    if _batched(u8.device) and len(layers) > 1:  # OpenCV releases the GIL: the CPU cores work while the GPU waits
+        with ThreadPoolExecutor(max_workers=min(len(layers), os.cpu_count() or 1, 16)) as pool:
+            masks = list(pool.map(_water_mask, layers))
+    else:
+        masks = [_water_mask(layer) for layer in layers]
     m = torch.from_numpy(np.stack(masks))[:, None].to(u8.device)
     peak = m.amax((2, 3), keepdim=True)
     m = torch.where(peak > 0, m / torch.where(peak > 0, peak, torch.ones_like(peak)), m) * strength
