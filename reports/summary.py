@@ -3,7 +3,6 @@ the baseline and whether a paired test resolves it."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from reports.render import Summary, name

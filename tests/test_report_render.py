@@ -37,9 +37,11 @@ def test_import_changes_no_matplotlib_state(tmp_path: Path) -> None:
 import matplotlib
 matplotlib.use("svg")
 before = dict(matplotlib.rcParams)
+import pathlib
 import reports
 from reports import figures
-figures.training_curves({{"a/gen0": [{{"epoch": 1, "loss": 1.0, "lr": 0.1}}]}}, {{}}, __import__("pathlib").Path({str(tmp_path)!r}))
+history = {{"a/gen0": [{{"epoch": 1, "loss": 1.0, "lr": 0.1}}]}}
+figures.training_curves(history, {{}}, pathlib.Path({str(tmp_path)!r}))
 after = dict(matplotlib.rcParams)
 changed = sorted(k for k in before if before[k] != after[k])
 print(matplotlib.get_backend(), changed)
