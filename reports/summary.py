@@ -11,6 +11,7 @@ from reports.stats import decimals
 LEVEL = 0.05
 """A change counts as resolved when its paired test gives p < LEVEL or its 95% CI excludes 0."""
 LOWER_IS_BETTER = ("mce", "relative_mce", "mfr", "mt5d")
+PERTURBATION_KEYS = ("mfr", "mt5d")
 SUMMARY_QUANTITIES = ("clean_top1", "mce", "relative_mce", "mfr", "mt5d", "imagenet_a_top1")
 """Quantities shown in the summary (with every ImageNet-P difficulty), then each attack at its largest eps."""
 MARKS = {"better": "✓", "worse": "✗", "unresolved": "~", "untested": "?", "baseline": ""}
@@ -47,10 +48,17 @@ def build_summary(long: pd.DataFrame, baseline: str | None) -> Summary:
     caption = (f"Value in % with its 95% CI; below it the change against the baseline {name(baseline)} "
                "(percentage points) and whether a paired test on the same images resolves it. Robust accuracy "
                "at each attack's largest eps; every quantity and eps is in the Headline section.")
-    legend = ("✓ better, ✗ worse: the change is resolved (McNemar's exact p < 0.05 for accuracies; for mCE-like "
-              "metrics a paired bootstrap 95% CI of the change that excludes 0). ~ not resolved at that level. "
-              "? no paired test possible (mFR and mT5D: per-sequence flips are not stored; or no per-image data). "
-              "No correction for multiple comparisons.")
+    untested = {key.split("_d")[0] for row in rows for key, cell in zip(keys, row["cells"])
+                if cell and cell["verdict"] == "untested"}
+    reasons = []
+    if untested & set(PERTURBATION_KEYS):
+        reasons.append("mFR and mT5D of stores without per-sequence flips")
+    if untested - set(PERTURBATION_KEYS):
+        reasons.append("no per-image data on the same images")
+    legend = ("✓ better, ✗ worse: the change is resolved (McNemar's exact p < 0.05 for accuracies; for derived "
+              "metrics a paired bootstrap 95% CI of the change that excludes 0). ~ not resolved at that level."
+              + (f" ? no paired test possible ({'; '.join(reasons)})." if reasons else "")
+              + " No correction for multiple comparisons.")
     return Summary(caption, legend, columns, rows)
 
 
