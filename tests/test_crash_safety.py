@@ -142,15 +142,26 @@ def test_rerun_removes_leftovers_of_a_finished_run(quick_run, tmp_path):
     assert after == before
 
 
-def nst_train(out: Path, hook_dir: Path, kill_at: int, log: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook_dir), str(ROOT)]), "OMP_NUM_THREADS": "1",
+def nst_train(out: Path, hook_dir: Path, kill_at: int, log: Path, src: Path = ROOT) -> subprocess.CompletedProcess:
+    """nst-train on the quick config, run from `src` (a copy of nst_core and configs/quick.yaml)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook_dir), str(src)]), "OMP_NUM_THREADS": "1",
            "NST_KILL_ROOT": str(out), "NST_KILL_AT": str(kill_at), "NST_KILL_LOG": str(log)}
-    return subprocess.run([sys.executable, "-m", "nst_core.cli", "--config", str(QUICK), "--out", str(out),
-                           "--quiet", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "nst_core.cli", "--config", str(src / "configs" / "quick.yaml"),
+                           "--out", str(out), "--quiet", "--device", "cpu"], env=env, capture_output=True, text=True,
+                          timeout=900, cwd=src)
 
 
 def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def snapshot_source(dest: Path) -> Path:
+    """A copy of nst_core and configs/quick.yaml: the 37 runs of the slow test all use the same code, even while
+    the working tree changes under it."""
+    shutil.copytree(ROOT / "nst_core", dest / "nst_core", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "configs").mkdir()
+    shutil.copy(QUICK, dest / "configs" / "quick.yaml")
+    return dest
 
 
 @pytest.mark.slow
@@ -158,8 +169,12 @@ def test_kill_before_every_rename_resumes_to_identical_files(tmp_path):
     hook_dir = tmp_path / "hook"
     hook_dir.mkdir()
     (hook_dir / "sitecustomize.py").write_text(HOOK)
+    src = snapshot_source(tmp_path / "src")
     whole = tmp_path / "whole"
-    done = nst_train(whole, hook_dir, 0, tmp_path / "whole.log")
+    done = nst_train(whole, hook_dir, 0, tmp_path / "whole.log", src)
+    assert "src/nst_core" in subprocess.run(
+        [sys.executable, "-c", "import nst_core; print(nst_core.__file__)"], cwd=src, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(src)}).stdout  # the copy is what runs
     assert done.returncode == 0, done.stderr
     events = (tmp_path / "whole.log").read_text().splitlines()
     assert sum("os.rename" in e for e in events) >= 15, events  # config, 8 + 1 epoch states, 2 x (model, meta)...
@@ -169,9 +184,9 @@ def test_kill_before_every_rename_resumes_to_identical_files(tmp_path):
     failures = []
     for k in range(1, len(events) + 1):
         out, log = tmp_path / f"kill{k}", tmp_path / f"kill{k}.log"
-        killed = nst_train(out, hook_dir, k, log)
+        killed = nst_train(out, hook_dir, k, log, src)
         assert killed.returncode == KILLED, (k, killed.returncode, killed.stderr[-2000:])
-        resumed = nst_train(out, hook_dir, 0, tmp_path / f"resume{k}.log")
+        resumed = nst_train(out, hook_dir, 0, tmp_path / f"resume{k}.log", src)
         if resumed.returncode != 0:
             failures.append(f"kill before {events[k - 1]}: rerun exit {resumed.returncode}: {resumed.stderr[-500:]}")
             continue
