@@ -53,7 +53,7 @@ def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str 
     written = write_tables(_tables(long, corruptions, ce_wide, changes, perturbations, ablation, store), out)
     sections = [
         Section("Overview", _overview(store, baseline)),
-        _headline_section(long, colours, out, tables.seed_groups(store)),
+        _headline_section(long, colours, out, tables.seed_groups(store), tables.masking_table(store)),
         _training_section(store, colours, out),
         _corruption_section(long, corruptions, ce_wide, changes, store.order, baseline, colours, out),
         _perturbation_section(perturbations, shown, example_path, out),
@@ -128,14 +128,19 @@ def _seed_blocks(long: pd.DataFrame, groups: dict[str, list[str]], out: Path) ->
     colours = figures.model_colours(list(dict.fromkeys(frame["model"])), dict(zip(frame["model"], frame["run"])))
     figures.metrics_vs_generation(frame, colours, out / "figures", stem="seeds_vs_generation")
     shown = seeds.drop(columns=["quantity", "attack", "eps"])
+    changes = tables.seed_changes(long, groups)
+    paired = [] if changes.empty else [Table("seed_changes", changes.drop(columns=["quantity"]),
+                                             "Change against gen0 paired by seed (each seed's generation minus the "
+                                             "same seed's gen0): mean over seeds, 95% t interval, each seed's change.")]
     return [f"Runs that differ only in their seed: {named}.",
             Figure(out / "figures" / "seeds_vs_generation", "Headline metrics vs generation: the mean over seeds "
                    "with its 95% t interval (the spread between seeds: data draw, noise, initialisation)."),
             Table("across_seeds", shown, "Mean over seeds, standard deviation, 95% t interval and each seed's "
-                  "value per generation.")]
+                  "value per generation."), *paired]
 
 
-def _headline_section(long: pd.DataFrame, colours: dict, out: Path, groups: dict[str, list[str]]) -> Section:
+def _headline_section(long: pd.DataFrame, colours: dict, out: Path, groups: dict[str, list[str]],
+                      masking: pd.DataFrame | None = None) -> Section:
     if long.empty:
         return Section("Headline", ["The stores hold no headline metrics."])
     fixed, robust = long[long["attack"].isna()], long[long["attack"].notna()]
@@ -157,6 +162,12 @@ def _headline_section(long: pd.DataFrame, colours: dict, out: Path, groups: dict
         figures.robust_vs_eps(robust, colours, out / "figures")
         blocks.append(Figure(out / "figures" / "robust_accuracy_vs_eps",
                              "Robust top-1 accuracy vs eps (1/255 units) per attack (95% Clopper-Pearson CIs)."))
+    if masking is not None and not masking.empty:
+        blocks.append(Table("gradient_masking", masking, "Signs of masked gradients per model: zero_gradient = more "
+                            "than 1% of attacked images had an all-zero input gradient; rises_with_eps = robust "
+                            "accuracy above the one at the next smaller eps; weaker_than_fgsm = an iterative attack "
+                            "left more images right than FGSM. A flagged robust accuracy is not to be trusted; "
+                            "'none' = checked, nothing found."))
     return Section("Headline", blocks)
 
 

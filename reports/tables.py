@@ -31,6 +31,7 @@ class Quantity:
     attack: str | None = None
     eps: float | None = None
     severity: int | None = None
+    dataset: str | None = None  # rows of this dataset only (the shifts suite's datasets)
 
     @property
     def is_accuracy(self) -> bool:
@@ -46,6 +47,12 @@ FIXED_QUANTITIES = (
     Quantity("mfr", "mFR (%)", "mfr"),
     Quantity("mt5d", "mT5D (%)", "mt5d"),
     Quantity("imagenet_a_top1", "ImageNet-A top-1 (%)", "top1", suite="natural-adversarial"),
+    Quantity("imagenet_r_top1", "ImageNet-R top-1 (%)", "top1", suite="shifts", dataset="imagenet-r"),
+    Quantity("imagenet_sketch_top1", "ImageNet-Sketch top-1 (%)", "top1", suite="shifts", dataset="imagenet-sketch"),
+    Quantity("imagenet_v2_top1", "ImageNet-V2 top-1 (%)", "top1", suite="shifts", dataset="imagenet-v2"),
+    Quantity("clean_ece", "clean ECE (%)", "ece", suite="clean"),
+    Quantity("mean_corruption_ece", "mean corruption ECE (%)", "mean_corruption_ece"),
+    Quantity("imagenet_a_ece", "ImageNet-A ECE (%)", "ece", suite="natural-adversarial"),
 )
 
 
@@ -272,6 +279,45 @@ def across_seeds(long: pd.DataFrame, groups: dict[str, list[str]], level: float 
     return pd.DataFrame(records, columns=columns)
 
 
+def seed_changes(long: pd.DataFrame, groups: dict[str, list[str]], level: float = 0.95) -> pd.DataFrame:
+    """Per seed group, generation >= 1 and headline quantity: the change against gen0 paired by seed (each seed's
+    generation minus the same seed's gen0), its mean over seeds and t interval, and how many seeds improved."""
+    columns = ["group", "seeds", "generation", "quantity", "label", "mean_change", "ci_low", "ci_high", "changes"]
+    records = []
+    for group, runs in groups.items():
+        rows = long[long["run"].isin(runs) & long["generation"].notna()]
+        gen0 = {(r, q): v for r, g, q, v in zip(rows["run"], rows["generation"], rows["quantity"], rows["value"])
+                if int(g) == 0}
+        later = rows[rows["generation"].astype(int) > 0]
+        for (generation, quantity), part in later.groupby(["generation", "quantity"], sort=False):
+            deltas = np.array([v - gen0[r, quantity] for r, v in zip(part["run"], part["value"])
+                               if (r, quantity) in gen0], dtype=float)
+            k = len(deltas)
+            if k < 2:
+                continue
+            mean, sd = float(deltas.mean()), float(deltas.std(ddof=1))
+            half = float(student_t.ppf((1 + level) / 2, k - 1)) * sd / np.sqrt(k)
+            records.append({"group": group, "seeds": k, "generation": int(generation), "quantity": quantity,
+                            "label": part["label"].iloc[0], "mean_change": mean, "ci_low": mean - half,
+                            "ci_high": mean + half, "changes": ", ".join(f"{d:+.2f}" for d in deltas)})
+    return pd.DataFrame(records, columns=columns)
+
+
+def masking_table(store: Store) -> pd.DataFrame:
+    """The adversarial suite's signs of masked gradients per model (`gradient_masking` rows' flags): attack, eps,
+    sign (zero_gradient > 1 %, rises_with_eps, weaker_than_fgsm) and value; one 'none' row per checked model."""
+    rows = store.results[(store.results["suite"] == "adversarial") & (store.results["metric"] == "gradient_masking")]
+    records = []
+    for model, settings in zip(rows["model"], rows["settings"]):
+        flags = (settings if isinstance(settings, dict) else {}).get("flags") or []
+        if not flags:
+            records.append({"model": model, "attack": "", "eps": np.nan, "sign": "none", "value": np.nan})
+        for flag in flags:
+            records.append({"model": model, "attack": flag.get("attack"), "eps": flag.get("eps"),
+                            "sign": flag.get("sign"), "value": flag.get("value")})
+    return pd.DataFrame(records, columns=["model", "attack", "eps", "sign", "value"])
+
+
 def model_meta(store: Store, model: str) -> dict:
     """The meta.json the store holds for `model` (the `models` table), or {} when none."""
     rows = store.models[store.models["model"] == model]
@@ -367,6 +413,8 @@ def _rows(results: pd.DataFrame, quantity: Quantity) -> pd.DataFrame:
         mask &= np.isclose(results["eps"].astype(float), quantity.eps)
     if quantity.severity is not None:
         mask &= results["severity"] == quantity.severity
+    if quantity.dataset is not None:
+        mask &= results["dataset"] == quantity.dataset
     return results[mask]
 
 

@@ -146,3 +146,28 @@ def test_autoattack_runs_seeded_and_is_at_least_as_strong_as_pgd(trained):
     assert int(right(a).sum()) == 0
     assert AttackSpec("autoattack", 8.0, n_classes=10).settings()["components"] == ["apgd-ce", "apgd-t", "fab-t",
                                                                                   "square"]
+
+
+def test_the_report_lists_the_flags_and_calibration(trained, tmp_path):
+    from reports.assemble import build
+
+    model, meta = trained
+    eval.evaluate(Quantised(model).eval(), {**meta, "name": "quantised", "sha256": "2" * 64}, "clean,adversarial",
+                  out=tmp_path, limit=40, eps=[0.0, 8.0], attacks=["fgsm"], progress=False)
+    build(tmp_path / "results.sqlite", tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Signs of masked gradients" in text and "zero_gradient" in text and "clean ECE (%)" in text
+
+
+def test_seed_changes_are_paired_by_seed():
+    import pandas as pd
+
+    from reports.tables import seed_changes
+
+    long = pd.DataFrame({"run": ["a", "a", "b", "b", "c", "c"], "generation": [0, 2, 0, 2, 0, 2],
+                         "quantity": ["clean_top1"] * 6, "label": ["clean"] * 6,
+                         "value": [80.0, 82.0, 70.0, 73.0, 90.0, 91.0]})
+    row = seed_changes(long, {"a": ["a", "b", "c"]}).iloc[0]
+    assert row["mean_change"] == pytest.approx(2.0) and row["changes"] == "+2.00, +3.00, +1.00"
+    half = 4.302652729911275 * 1.0 / 3 ** 0.5  # t_{0.975, 2} * sd / sqrt(3), sd of (2, 3, 1) = 1
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((2.0 - half, 2.0 + half))
