@@ -12,10 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from nst_core.checkpoint import CheckpointError
-from nst_core.config import ConfigError, load_config, yaml_load
-from nst_core.data import DataError
-from nst_core.train import DivergedError
+from nst_core.config import ConfigError, load_config, yaml_load  # PyYAML only; torch and timm wait until main()
 
 EXIT_BAD_INPUT = 2  # a config, flag, data or checkpoint that cannot be used; training diverged
 EXIT_IO = 1  # the file system refused a read or write (read-only folder, full disk)
@@ -87,6 +84,9 @@ def describe_os_error(exc: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nst_core import distributed
+    from nst_core.checkpoint import CheckpointError
+    from nst_core.data import DataError
+    from nst_core.train import DivergedError
     from nst_core.engine import run, run_seeds
     from nst_core.sweep import run_sweep
 

@@ -6,6 +6,16 @@ Public API: `reports.build(stores, out, baseline=None) -> {relative path: Path}`
 `scripts/check_report.py` checks a report.html in headless Chromium.
 """
 
-from reports.assemble import build
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["build"]
+
+
+def __getattr__(name: str) -> Any:  # lazy: `nst-report --help` must not pull in pandas and matplotlib
+    if name == "build":
+        from reports.assemble import build
+
+        return build
+    raise AttributeError(f"module 'reports' has no attribute {name!r}")

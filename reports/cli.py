@@ -8,7 +8,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from reports.assemble import build
+# pandas, matplotlib and the report modules wait until the arguments are parsed: --help and argument errors answer
+# at once.
 
 EXIT_BAD_INPUT = 2  # a store, flag or file that cannot be used
 EXIT_IO = 1  # the file system refused a write (read-only --out, full disk)
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="model name the changes are measured against (default: the first model)")
     parser.add_argument("--examples", help="image array (.npz with `images`, optional `titles`; or .npy) to show")
     args = parser.parse_args(argv)
+    from reports.assemble import build
+
     try:
         paths = build(args.results, args.out, baseline=args.baseline, examples=args.examples)
     except (FileNotFoundError, ValueError) as error:
