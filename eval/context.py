@@ -24,13 +24,10 @@ from eval.metrics import CALIBRATION_METRICS, Calibration, TopKAccuracy
 from eval.sharding import all_agree, gather_ordered, merge_accuracy, rank_batches
 from eval.store import Cell, ResultStore
 from nst_core import distributed
+from nst_core.errors import EvaluationError
 
 DEFAULT_EPS = (0.0, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_TRANSFORM = "in memory at the model's input size (nst_core.data.to_model_input)"
-
-
-class EvaluationError(RuntimeError):
-    """An evaluation that cannot go on (NaN logits, class-count mismatch...); stored cells stay stored."""
 
 
 @dataclass
@@ -227,7 +224,8 @@ class EvalContext:
                 calibration: Calibration | None = None) -> TopKAccuracy:
         """The inference loop over `data`: streaming top-1/top-5 with per-image correctness; NaN logits raise.
 
-        `calibration`, when given, accumulates ECE / NLL / Brier from the same logits (all-reduced under torchrun).
+        `calibration`, when given, accumulates ECE / NLL / Brier from the same logits (gathered in dataset order
+        under torchrun, so the figures are bit-identical to one process).
         Under torchrun each rank scores its own batches (`eval.sharding`) and all get the merged accumulator.
         """
         o = self.options
@@ -264,9 +262,8 @@ class EvalContext:
         if keep:
             self._decoded[data.identity] = replace(data, images=torch.cat(keep), files=None, read=None)
         acc = merge_accuracy(acc, positions)
-        if calibration is not None and distributed.is_distributed():
-            for name, value in calibration.state().items():
-                setattr(calibration, name, distributed.all_reduce(value))
+        if calibration is not None and distributed.is_distributed():  # per image, back in dataset order
+            calibration.set_per_image({k: gather_ordered(v, positions) for k, v in calibration.per_image().items()})
         nonfinite = gather_ordered(torch.cat(bad) if bad else torch.zeros(0, dtype=torch.bool), positions)
         if bool(nonfinite.any()):
             which = data.indices[nonfinite.cpu()][:5].tolist()

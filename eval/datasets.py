@@ -36,13 +36,10 @@ from tqdm.auto import tqdm
 
 from eval.corruptions import ENGINE_VERSION
 from nst_core.checkpoint import write_array
+from nst_core.errors import DatasetError
 from nst_core.images import (IMAGE_EXTENSIONS, EvalTransform, ImageError, class_folders, list_images,
                              listing_digest, map_classes)
 DEFAULT_CACHE = Path(os.environ.get("NST_CACHE_DIR", Path.home() / ".cache" / "nst-robustness"))
-
-
-class DatasetError(ValueError):
-    """Evaluation data that is missing or unreadable; the message names the path and says what to do."""
 
 
 @dataclass

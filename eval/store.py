@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from nst_core.checkpoint import atomic_write
+from nst_core.errors import StoreError
 
 SCHEMA_VERSION = 2  # 1: no data_id; 2: data_id (the exact images) is part of every measurement's identity
 SCHEMA = """
@@ -104,10 +105,6 @@ class Cell:
 def now() -> str:
     """The current UTC time, ISO 8601."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class StoreError(ValueError):
-    """A results store or summary.json that cannot be read (not a database, truncated, corrupt); names the file."""
 
 
 class ResultStore:

@@ -15,15 +15,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from nst_core.errors import CheckpointError
+
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")
 STATE_FORMAT = "nst-train-state/2"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, incomplete or corrupt; the message names the file."""
 
 
 class StateMismatch(CheckpointError):

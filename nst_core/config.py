@@ -12,9 +12,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the file, the key and what to do."""
+from nst_core.errors import ConfigError
 
 
 class _Loader(yaml.SafeLoader):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from nst_core.config import DataConfig
+from nst_core.errors import DataError
 from nst_core.images import IMAGE_EXTENSIONS, EvalTransform, ImageError, class_folders, list_images
 
 FASHION_MNIST_CLASSES = [
@@ -33,10 +34,6 @@ FASHION_MNIST_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
-
-
-class DataError(ValueError):
-    """Data that cannot be found or read; the message names the path and says how to get it."""
 
 
 class ImageSet(Dataset):

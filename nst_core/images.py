@@ -27,12 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nst_core.errors import ImageError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 WHITE = (255, 255, 255)
-
-
-class ImageError(ValueError):
-    """An image file that cannot become 8-bit RGB; the message names the file and says what to do."""
 
 
 # ------------------------------------------------------------------------------------------------------- decoding

@@ -34,15 +34,12 @@ from nst_core import distributed
 from nst_core.checkpoint import resume_state, save_state
 from nst_core.config import NoiseConfig, RunConfig, TrainConfig
 from nst_core.data import ImageSet, iterate_batches
+from nst_core.errors import DivergedError
 from nst_core.models import NormalizedClassifier
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> scalar
 ParamGroupFn = Callable[[torch.nn.Module], list[dict]]  # module -> optimizer parameter groups
-
-
-class DivergedError(ValueError):
-    """Training produced a non-finite loss or non-finite weights; no finished checkpoint is written."""
 
 
 def check_finite_loss(loss: float, where: str, lr_key: str = "train.lr") -> None:

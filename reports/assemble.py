@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nst_core.errors import ReportError
 from reports import figures, tables
 from reports.load import Store, load_stores
 from reports.render import Figure, Section, Table, name, write_html, write_markdown, write_tables
@@ -36,7 +37,7 @@ def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str 
     out.mkdir(parents=True, exist_ok=True)
     store = load_stores([stores] if isinstance(stores, (str, Path)) else list(stores))
     if not store.order:
-        raise ValueError("the results stores hold no models")
+        raise ReportError("the results stores hold no models")
     baseline = _choose_baseline(store, baseline)
     long = tables.headline_long(store, baseline)
     corruptions = tables.corruption_table(store)
@@ -74,7 +75,7 @@ def _choose_baseline(store: Store, baseline: str | None) -> str:
     if baseline is None:
         return store.order[0]
     if baseline not in store.order:
-        raise ValueError(f"baseline {baseline!r} is not in the stores; models: {', '.join(store.order)}")
+        raise ReportError(f"baseline {baseline!r} is not in the stores; models: {', '.join(store.order)}")
     return baseline
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nst_core.errors import ReportError
+
 RESULT_COLUMNS = (
     "model", "checkpoint_sha256", "run", "generation", "suite", "dataset", "corruption", "severity",
     "attack", "eps", "metric", "value", "n", "settings", "created",
@@ -124,15 +126,15 @@ def _read_store(path: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFram
     try:
         return _read_tables(path, notes)
     except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
-        raise ValueError(f"{path} is not a readable results store ({exc}): it is another kind of file, truncated "
-                         "or corrupt; give the results.sqlite that nst-eval wrote") from exc
+        raise ReportError(f"{path} is not a readable results store ({exc}): it is another kind of file, truncated "
+                          "or corrupt; give the results.sqlite that nst-eval wrote") from exc
 
 
 def _read_tables(path: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     with closing(connect_read_only(path)) as con:
         tables = set(pd.read_sql("SELECT name FROM sqlite_master WHERE type='table'", con)["name"])
         if "results" not in tables:
-            raise ValueError(f"{path} has no `results` table: is it a results store?")
+            raise ReportError(f"{path} has no `results` table: is it a results store?")
         results = _read_table(con, "results", RESULT_COLUMNS, path, notes)
         if "models" in tables:
             models = _read_table(con, "models", MODEL_COLUMNS, path, notes)

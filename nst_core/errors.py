@@ -1,0 +1,63 @@
+"""One error hierarchy for training, evaluation and reports: catch `NSTError` for any input the project refuses.
+
+Every class keeps the built-in base it had before this hierarchy (ValueError, or RuntimeError for
+`EvaluationError`), so code that catches `ValueError` catches what it caught before. Each message names the file, key
+or value and says what to do. The classes are importable where they were defined before (`nst_core.config.ConfigError`,
+`nst_core.data.DataError`, `eval.datasets.DatasetError`, `eval.store.StoreError` ...); this module imports nothing
+heavy.
+
+    NSTError
+    |-- ConfigError        a run config, key or flag that cannot be used          (nst_core.config)
+    |-- DataError          training data that cannot be found or read             (nst_core.data)
+    |   `-- DatasetError   evaluation data that is missing or unreadable          (eval.datasets)
+    |-- ImageError         an image file that cannot become 8-bit RGB             (nst_core.images)
+    |-- CheckpointError    a checkpoint that is missing, incomplete or corrupt    (nst_core.checkpoint)
+    |-- DivergedError      training produced a non-finite loss or weights         (nst_core.train)
+    |-- EvaluationError    an evaluation that cannot go on (a RuntimeError)       (eval.context)
+    |-- StoreError         a results store or summary.json that cannot be read    (eval.store)
+    `-- ReportError        results stores a report cannot be built from           (reports.load)
+"""
+from __future__ import annotations
+
+__all__ = ["NSTError", "ConfigError", "DataError", "DatasetError", "ImageError", "CheckpointError", "DivergedError",
+           "EvaluationError", "StoreError", "ReportError"]
+
+
+class NSTError(Exception):
+    """Base of every error this project raises for input it cannot use; the message says what to do."""
+
+
+class ConfigError(NSTError, ValueError):
+    """A configuration that cannot be used; the message names the file, the key and what to do."""
+
+
+class DataError(NSTError, ValueError):
+    """Data that cannot be found or read; the message names the path and says how to get it."""
+
+
+class DatasetError(DataError):
+    """Evaluation data that is missing or unreadable; the message names the path and says what to do."""
+
+
+class ImageError(NSTError, ValueError):
+    """An image file that cannot become 8-bit RGB; the message names the file and says what to do."""
+
+
+class CheckpointError(NSTError, ValueError):
+    """A checkpoint that is missing, incomplete or corrupt; the message names the file."""
+
+
+class DivergedError(NSTError, ValueError):
+    """Training produced a non-finite loss or non-finite weights; no finished checkpoint is written."""
+
+
+class EvaluationError(NSTError, RuntimeError):
+    """An evaluation that cannot go on (NaN logits, class-count mismatch...); stored cells stay stored."""
+
+
+class StoreError(NSTError, ValueError):
+    """A results store or summary.json that cannot be read (not a database, truncated, corrupt); names the file."""
+
+
+class ReportError(NSTError, ValueError):
+    """Results stores a report cannot be built from (no models, an unknown baseline, not a results store)."""

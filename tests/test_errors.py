@@ -1,0 +1,40 @@
+"""One error hierarchy: every error the project raises for unusable input is an `NSTError`, importable where it was
+before, and keeps its old built-in base so existing `except ValueError` / `except RuntimeError` still catch it."""
+from __future__ import annotations
+
+import pytest
+
+from nst_core import errors
+from nst_core.errors import NSTError
+
+
+def test_every_error_is_an_nst_error_and_keeps_its_old_base() -> None:
+    from eval.context import EvaluationError
+    from eval.datasets import DatasetError
+    from eval.store import StoreError
+    from nst_core.checkpoint import CheckpointError, StateMismatch
+    from nst_core.config import ConfigError
+    from nst_core.data import DataError
+    from nst_core.images import ImageError
+    from nst_core.train import DivergedError
+    from reports.load import ReportError
+
+    value_errors = [ConfigError, DataError, DatasetError, ImageError, CheckpointError, StateMismatch, DivergedError,
+                    StoreError, ReportError]
+    for cls in value_errors + [EvaluationError]:
+        assert isinstance(cls("x"), NSTError), cls
+    for cls in value_errors:
+        assert isinstance(cls("x"), ValueError), cls
+    assert isinstance(EvaluationError("x"), RuntimeError)
+    assert not isinstance(EvaluationError("x"), ValueError)  # as before: `except ValueError` does not swallow it
+    assert issubclass(DatasetError, DataError)  # one data error: eval's is a kind of nst_core's
+    assert {getattr(errors, name) for name in errors.__all__} >= set(value_errors) - {StateMismatch} | {EvaluationError}
+
+
+def test_report_errors_are_nst_errors(tmp_path) -> None:
+    import reports
+
+    not_a_store = tmp_path / "notes.sqlite"
+    not_a_store.write_text("not a database")
+    with pytest.raises(NSTError, match="not a readable results store"):
+        reports.build([not_a_store], tmp_path / "out")
