@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train.py [--steps 30] [--batch 64] [--ratio 3]
 
-Training: `nst_core.train.train_generation` (DataLoader over the pseudo-labeled set, soft-target loss, LR schedule,
+Training: `nst_core.training.train_generation` (DataLoader over the pseudo-labeled set, soft-target loss, LR schedule,
 per-epoch atomic state save) against a plain loop of forward / cross-entropy / backward / step over the same
 labeled + unlabeled batches, the input noise off in both (RandAugment costs the same in either). Pseudo-labeling:
 `nst_core.pseudo.predict_probs` against bare `model(x)` under inference_mode. Goal: both ratios >= 0.9.
@@ -24,7 +24,7 @@ from nst_core.config import ModelSpec, config_from_dict
 from nst_core.data import ImageSet
 from nst_core.models import NormalizedClassifier, create_model
 from nst_core.pseudo import predict_probs
-from nst_core.train import TrainSet, train_generation
+from nst_core.training import TrainSet, train_generation
 
 SPEC = ModelSpec("test_efficientnet", {"depth_multiplier": 2.0, "channel_multiplier": 1.5})
 

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from nst_core import distributed
     from nst_core.checkpoint import CheckpointError
     from nst_core.data import DataError
-    from nst_core.train import DivergedError
+    from nst_core.training import DivergedError
     from nst_core.engine import run, run_seeds
     from nst_core.sweep import run_sweep
 

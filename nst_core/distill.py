@@ -17,7 +17,7 @@ from nst_core.config import KDConfig, RunConfig
 from nst_core.data import NSTData
 from nst_core.models import NormalizedClassifier
 from nst_core.pseudo import cached_probs, pool_accuracy
-from nst_core.train import Augment, Loss, TrainSet
+from nst_core.training import Augment, Loss, TrainSet
 
 KD_FILE = "kd_targets.safetensors"
 

@@ -27,7 +27,7 @@ from nst_core.models import NormalizedClassifier, create_model, load_model, vers
 from nst_core.mpl import train_mpl
 from nst_core.pseudo import Selection, filter_and_balance, make_targets, pool_accuracy
 from nst_core.pseudo_shards import SHARD_DIR, discard_shards, sharded_probs
-from nst_core.train import TrainSet, build_augment, evaluate_top1, smooth_one_hot, train_generation
+from nst_core.training import TrainSet, build_augment, evaluate_top1, smooth_one_hot, train_generation
 from nst_core.transfer import adopt_checkpoint, initialize, param_group_fn
 
 PSEUDO_FILE = "pseudo_labels.safetensors"

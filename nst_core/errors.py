@@ -12,7 +12,7 @@ heavy.
     |   `-- DatasetError   evaluation data that is missing or unreadable          (eval.datasets)
     |-- ImageError         an image file that cannot become 8-bit RGB             (nst_core.images)
     |-- CheckpointError    a checkpoint that is missing, incomplete or corrupt    (nst_core.checkpoint)
-    |-- DivergedError      training produced a non-finite loss or weights         (nst_core.train)
+    |-- DivergedError      training produced a non-finite loss or weights         (nst_core.training)
     |-- EvaluationError    an evaluation that cannot go on (a RuntimeError)       (eval.context)
     |-- StoreError         a results store or summary.json that cannot be read    (eval.store)
     `-- ReportError        results stores a report cannot be built from           (reports.load)

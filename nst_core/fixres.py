@@ -20,7 +20,7 @@ from nst_core.checkpoint import clear_states, is_complete, read_meta, save_check
 from nst_core.config import RunConfig
 from nst_core.data import prepare_data
 from nst_core.models import NormalizedClassifier, load_model, versions
-from nst_core.train import TrainSet, evaluate_top1, smooth_one_hot, train_generation
+from nst_core.training import TrainSet, evaluate_top1, smooth_one_hot, train_generation
 from nst_core.transfer import param_group_fn
 
 

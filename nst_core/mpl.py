@@ -32,9 +32,9 @@ from nst_core.config import ConfigError, MPLConfig, RunConfig
 from nst_core.data import ImageSet, NSTData
 from nst_core.models import NormalizedClassifier
 from nst_core.pseudo import cached_probs
-from nst_core.train import (Augment, TrainSet, build_augment, check_finite_loss, check_finite_weights, cycle_batches,
-                            epoch_seed, make_optimizer, plan_batches, seed_everything, smooth_one_hot,
-                            state_fingerprint, train_generation)
+from nst_core.training import (Augment, TrainSet, build_augment, check_finite_loss, check_finite_weights, cycle_batches,
+                               epoch_seed, make_optimizer, plan_batches, seed_everything, smooth_one_hot,
+                               state_fingerprint, train_generation)
 
 PREDICTIONS_FILE = "teacher_predictions.safetensors"
 

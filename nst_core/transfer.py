@@ -16,7 +16,7 @@ from torch import nn
 
 from nst_core.checkpoint import META, WEIGHTS, CheckpointError, atomic_write, is_complete, load_weights
 from nst_core.config import InitConfig
-from nst_core.train import ParamGroupFn
+from nst_core.training import ParamGroupFn
 
 
 def classifier_names(module: nn.Module) -> set[str]:

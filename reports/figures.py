@@ -173,7 +173,7 @@ def ce_delta_heatmap(changes: pd.DataFrame, order: list[str], baseline: str, out
 def training_curves(histories: dict[str, list[dict]], colours: dict[str, tuple], out: Path) -> list[Path]:
     """Training loss and learning rate per epoch, one line per model (generation), from meta.json `history`.
 
-    Each entry is {"epoch", "loss", "lr"} (nst_core.train); entries of other stages (MPL's fine-tune) continue the
+    Each entry is {"epoch", "loss", "lr"} (nst_core.training); entries of other stages (MPL's fine-tune) continue the
     epoch count. Students' losses include the pseudo-label term, so they are not on the teacher's scale.
     """
     fig = new_figure(figsize=(9, 3.4))

@@ -205,7 +205,7 @@ def test_diverging_training_stops_without_a_checkpoint(capsys, tmp_path):
 
 
 def test_non_finite_weights_are_caught_before_the_checkpoint():
-    from nst_core.train import DivergedError, check_finite_weights
+    from nst_core.training import DivergedError, check_finite_weights
 
     module = torch.nn.Linear(2, 2)
     check_finite_weights(module, "gen0")  # finite: no error

@@ -16,7 +16,7 @@ def test_every_error_is_an_nst_error_and_keeps_its_old_base() -> None:
     from nst_core.config import ConfigError
     from nst_core.data import DataError
     from nst_core.images import ImageError
-    from nst_core.train import DivergedError
+    from nst_core.training import DivergedError
     from reports.load import ReportError
 
     value_errors = [ConfigError, DataError, DatasetError, ImageError, CheckpointError, StateMismatch, DivergedError,

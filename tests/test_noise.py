@@ -3,7 +3,7 @@ import torch
 
 from nst_core.config import ModelSpec, NoiseConfig
 from nst_core.models import create_model
-from nst_core.train import build_augment, smooth_one_hot
+from nst_core.training import build_augment, smooth_one_hot
 
 # a smooth image with structure (a gradient plus a square), as RandAugment's ops are meant for
 IMAGE = (torch.linspace(0, 200, 32).view(1, 1, 32) + torch.zeros(3, 32, 1)).to(torch.uint8)
@@ -77,7 +77,7 @@ def test_ema_warms_up_so_a_short_run_does_not_keep_the_random_init(tmp_path):
     from nst_core import load_config
     from nst_core.data import ImageSet
     from nst_core.models import NormalizedClassifier
-    from nst_core.train import TrainSet, train_generation
+    from nst_core.training import TrainSet, train_generation
 
     n = 20 * 16
     images = ImageSet(torch.arange(n) % 10, 10, "toy", images=IMAGE.expand(n, -1, -1, -1).clone())

@@ -15,7 +15,7 @@ from nst_core.data import ImageSet, NSTData
 from nst_core.distill import distillation_loss, kd_kl, kd_losses
 from nst_core.models import NormalizedClassifier
 from nst_core.mpl import MLPTeacher, MPLBatch, mpl_step, train_mpl
-from nst_core.train import make_optimizer
+from nst_core.training import make_optimizer
 from nst_core.transfer import param_group_fn
 
 STUDENT = torch.tensor([[1.0, 2.0, 0.0]])
