@@ -224,7 +224,8 @@ class EvalContext:
                 calibration: Calibration | None = None) -> TopKAccuracy:
         """The inference loop over `data`: streaming top-1/top-5 with per-image correctness; NaN logits raise.
 
-        `calibration`, when given, accumulates ECE / NLL / Brier from the same logits (all-reduced under torchrun).
+        `calibration`, when given, accumulates ECE / NLL / Brier from the same logits (gathered in dataset order
+        under torchrun, so the figures are bit-identical to one process).
         Under torchrun each rank scores its own batches (`eval.sharding`) and all get the merged accumulator.
         """
         o = self.options
@@ -261,9 +262,8 @@ class EvalContext:
         if keep:
             self._decoded[data.identity] = replace(data, images=torch.cat(keep), files=None, read=None)
         acc = merge_accuracy(acc, positions)
-        if calibration is not None and distributed.is_distributed():
-            for name, value in calibration.state().items():
-                setattr(calibration, name, distributed.all_reduce(value))
+        if calibration is not None and distributed.is_distributed():  # per image, back in dataset order
+            calibration.set_per_image({k: gather_ordered(v, positions) for k, v in calibration.per_image().items()})
         nonfinite = gather_ordered(torch.cat(bad) if bad else torch.zeros(0, dtype=torch.bool), positions)
         if bool(nonfinite.any()):
             which = data.indices[nonfinite.cpu()][:5].tolist()

@@ -11,8 +11,9 @@ mask; confidence = max_k p_k, prediction = argmax_k p_k):
 - `nll`: mean negative log-likelihood of the true class, -log p_y (nats), from `log_softmax` (no log of 0).
 - `brier`: mean over images of sum_k (p_k - 1[k = y])^2 (Brier 1950, multi-class form; 0 best, 2 worst).
 
-State is float64 sums per bin plus the image count, so shards can be summed (`merge`, or an all-reduce of
-`state()`) and give the single-process result up to float64 rounding.
+State is four float64 values per image (its bin, top-1 hit, NLL, Brier), summed in image order by `compute`, so
+shards gathered back into dataset order (`per_image` / `set_per_image`, as `eval.sharding.gather_ordered` does
+under torchrun) give bit-identical results to one process; memory is 32 bytes per image.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ CALIBRATION_METRICS = ("ece", "nll", "brier")
 class Calibration:
     """ECE (percent, 15 equal-width bins), NLL and Brier score accumulated batch by batch without host syncs."""
 
+    KEYS = ("bin", "confidence", "correct", "nll", "brier")
+
     def __init__(self, n_bins: int = N_BINS) -> None:
         if n_bins < 1:
             raise ValueError(f"n_bins must be >= 1, got {n_bins}")
@@ -33,17 +36,7 @@ class Calibration:
 
     def reset(self) -> None:
         """Forget everything seen so far."""
-        self.bin_count = torch.zeros(self.n_bins, dtype=torch.float64)
-        self.bin_confidence = torch.zeros(self.n_bins, dtype=torch.float64)  # sum of top-1 confidences per bin
-        self.bin_correct = torch.zeros(self.n_bins, dtype=torch.float64)  # top-1 hits per bin
-        self.nll_sum = torch.zeros((), dtype=torch.float64)
-        self.brier_sum = torch.zeros((), dtype=torch.float64)
-        self.total = torch.zeros((), dtype=torch.float64)
-
-    def _to(self, device: torch.device) -> None:
-        if self.total.device != device:  # state follows the data: no host sync per batch on a GPU
-            for name, value in self.state().items():
-                setattr(self, name, value.to(device))
+        self._parts: dict[str, list[torch.Tensor]] = {k: [] for k in self.KEYS}
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -51,48 +44,50 @@ class Calibration:
         if logits.ndim != 2 or target.shape != logits.shape[:1]:
             raise ValueError(f"expected logits [B, K] and targets [B], got {tuple(logits.shape)} and "
                              f"{tuple(target.shape)}")
-        self._to(logits.device)
         target = target.to(logits.device).long()
         logp = torch.log_softmax(logits.float(), dim=1)
         p = logp.exp()
         conf, pred = p.max(dim=1)
-        correct = pred.eq(target).double()
         boundaries = torch.linspace(0, 1, self.n_bins + 1, device=logits.device, dtype=conf.dtype)
         bins = (torch.bucketize(conf, boundaries, right=True) - 1).clamp_(0, self.n_bins - 1)
-        ones = torch.ones_like(correct)
-        self.bin_count.index_add_(0, bins, ones)
-        self.bin_confidence.index_add_(0, bins, conf.double())
-        self.bin_correct.index_add_(0, bins, correct)
-        self.nll_sum += -logp.gather(1, target.view(-1, 1)).double().sum()
         onehot = torch.nn.functional.one_hot(target, logits.shape[1]).to(p.dtype)
-        self.brier_sum += (p - onehot).pow(2).sum(dim=1).double().sum()
-        self.total += target.numel()
+        values = {"bin": bins.double(), "confidence": conf.double(), "correct": pred.eq(target).double(),
+                  "nll": -logp.gather(1, target.view(-1, 1)).squeeze(1).double(),
+                  "brier": (p - onehot).pow(2).sum(dim=1).double()}
+        for key, value in values.items():
+            self._parts[key].append(value)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """The summable state tensors by name (for an all-reduce under torchrun)."""
-        return {name: getattr(self, name) for name in ("bin_count", "bin_confidence", "bin_correct", "nll_sum",
-                                                        "brier_sum", "total")}
+    def per_image(self) -> dict[str, torch.Tensor]:
+        """The per-image values {bin, confidence, correct, nll, brier} (float64 [n] each) in the order seen."""
+        return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in self._parts.items()}
+
+    def set_per_image(self, values: dict[str, torch.Tensor]) -> None:
+        """Replace the state by per-image values (e.g. every rank's, gathered back into dataset order)."""
+        self._parts = {k: [values[k].to(torch.float64)] for k in self.KEYS}
 
     def merge(self, other: "Calibration") -> "Calibration":
-        """Fold another accumulator (e.g. another rank's shard) into this one."""
+        """Fold another accumulator (e.g. another rank's shard, later in index order) into this one."""
         if other.n_bins != self.n_bins:
             raise ValueError(f"cannot merge {other.n_bins} bins into {self.n_bins}")
-        for name, value in other.state().items():
-            setattr(self, name, getattr(self, name) + value.to(getattr(self, name).device))
+        for key in self.KEYS:
+            self._parts[key].extend(other._parts[key])
         return self
 
     def compute(self) -> dict[str, float]:
         """{'ece': percent, 'nll': nats, 'brier': 0..2}; raises if nothing was seen."""
-        n = float(self.total)
+        v = self.per_image()
+        n = v["nll"].numel()
         if n == 0:
             raise ValueError("calibration of an empty set: no image was evaluated")
-        gap = (self.bin_correct - self.bin_confidence).abs().sum()
-        return {"ece": 100.0 * float(gap) / n, "nll": float(self.nll_sum) / n, "brier": float(self.brier_sum) / n}
+        gap = torch.zeros(self.n_bins, dtype=torch.float64, device=v["nll"].device)
+        gap.index_add_(0, v["bin"].long(), v["correct"] - v["confidence"])
+        return {"ece": 100.0 * float(gap.abs().sum()) / n, "nll": float(v["nll"].sum()) / n,
+                "brier": float(v["brier"].sum()) / n}
 
     @property
     def n(self) -> int:
         """Number of images seen."""
-        return int(self.total)
+        return sum(int(t.numel()) for t in self._parts["nll"])
 
 
 def calibration(logits: torch.Tensor, target: torch.Tensor, n_bins: int = N_BINS) -> dict[str, float]:

@@ -111,6 +111,7 @@ def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit:
     o = ctx.options
     method = perturbation_method(ctx)
     if method != "generate":
+        assert ctx.data.imagenet_p is not None  # the official videos are read only when given
         videos = imagenet_p_sequences(ctx.data.imagenet_p, perturbation, ctx.meta, difficulty, limit, o.seed,
                                       method=method)
 
@@ -179,7 +180,7 @@ def sequence_logits(ctx: EvalContext, sequences: torch.Tensor) -> torch.Tensor:
 def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
                       desc: str) -> dict[str, Any]:
     """Stream the source's sequences through the model: {"fp", "t5d", "top1", "n", "per_sequence"} (per-sequence
-    fp and t5d lists for the bootstrap; None under torchrun, where each rank sees only its own sequences).
+    fp and t5d lists for the bootstrap, gathered in step order under torchrun).
 
     Under torchrun step s is scored by rank s mod world_size, and the steps' sums are merged in step order.
     """
@@ -211,7 +212,20 @@ def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: st
     bar.close()
     if sharded:
         merge_steps(acc, mine)
-    return {**acc.compute(), "per_sequence": None if sharded else sequence_values(acc)}
+        return {**acc.compute(), "per_sequence": _gathered_sequences(mine)}
+    return {**acc.compute(), "per_sequence": sequence_values(acc)}
+
+
+def _gathered_sequences(mine: list[tuple[int, PerturbationMetrics]]) -> dict[str, list[float]]:
+    """Every rank's per-sequence fp / t5d, gathered and put back in step order (the order of one process)."""
+    rows = []
+    for number, part in mine:
+        v = sequence_values(part)
+        rows.append(torch.tensor([[number, i, fp, t5d] for i, (fp, t5d) in enumerate(zip(v["fp"], v["t5d"]))],
+                                 dtype=torch.float64).reshape(-1, 4))
+    gathered = distributed.all_gather(torch.cat(rows) if rows else torch.zeros(0, 4, dtype=torch.float64))
+    order = sorted(range(gathered.shape[0]), key=lambda j: (float(gathered[j, 0]), float(gathered[j, 1])))
+    return {"fp": [float(gathered[j, 2]) for j in order], "t5d": [float(gathered[j, 3]) for j in order]}
 
 
 def raw_values(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
@@ -272,7 +286,8 @@ def perturbation(ctx: EvalContext) -> list[dict[str, Any]]:
         if base is not None:
             means.update(mfr=mean_over_perturbations(relative["fr"]),
                          mt5d=mean_over_perturbations(relative["t5d_rel"]))
-            pairs = [(paired["own"].get(p), paired["base"].get(p)) for p in EVALUATED_PERTURBATIONS]
+            pairs: list[tuple[Any, Any]] = [(paired["own"].get(p), paired["base"].get(p))
+                                            for p in EVALUATED_PERTURBATIONS]
             if all(a is not None and b is not None for a, b in pairs):  # 95 % intervals over sequences
                 for metric, key in (("mfr", "fp"), ("mt5d", "t5d")):
                     lo, hi = bootstrap_relative_mean({p: a[key] for p, (a, _) in zip(EVALUATED_PERTURBATIONS, pairs)},
