@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from eval.datasets import DatasetError, EvalSet, clean_test_set, imagenet_val_set
 from eval.metrics import CALIBRATION_METRICS, Calibration, TopKAccuracy
-from eval.sharding import all_agree, gather_ordered, merge_accuracy, rank_batches
+from eval.sharding import FollowerStore, all_agree, gather_ordered, merge_accuracy, rank_batches
 from eval.store import Cell, ResultStore
 from nst_core import distributed
 from nst_core.errors import EvaluationError
@@ -86,7 +86,7 @@ class DataSources:
 class EvalContext:
     """One model under evaluation; suites read from it and measure through it."""
 
-    def __init__(self, model: nn.Module, meta: Mapping[str, Any], store: ResultStore | None = None,
+    def __init__(self, model: nn.Module, meta: Mapping[str, Any], store: ResultStore | FollowerStore | None = None,
                  data: DataSources | None = None, options: EvalOptions | None = None,
                  baseline: str | tuple[nn.Module, Mapping[str, Any]] | None = None,
                  clean: EvalSet | None = None) -> None:
@@ -110,7 +110,7 @@ class EvalContext:
         if self.device.type == "cuda":  # the layout convolutions run fastest in on a GPU; results are the same
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.options.compile:
-            self.model = torch.compile(self.model)
+            self.model = cast(nn.Module, torch.compile(self.model))  # an OptimizedModule
 
     # ------------------------------------------------------------------------------------------------ data
     def has_clean_set(self) -> bool:

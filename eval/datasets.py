@@ -66,6 +66,13 @@ class EvalSet:
     def __len__(self) -> int:
         return int(self.labels.numel())
 
+    @property
+    def pixels(self) -> torch.Tensor:
+        """The images in memory (uint8 [N, C, H, W]): those of a `materialize()`d set. ValueError on a file set."""
+        if self.images is None:
+            raise ValueError(f"{self.name}: the images are files, not in memory; materialize() the set first")
+        return self.images
+
     def subset(self, positions: torch.Tensor) -> "EvalSet":
         """The items at `positions` (positions in this set, not dataset indices)."""
         pos = torch.as_tensor(positions, dtype=torch.long)
@@ -85,6 +92,7 @@ class EvalSet:
                 yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
             return
         workers = default_workers(len(self)) if workers is None else workers
+        assert self.files is not None and self.read is not None  # a set holds images in memory or files to read
         loader = DataLoader(_FileDataset(self.files, self.labels, self.read), batch_size=batch_size, shuffle=False,
                             num_workers=workers, persistent_workers=False, pin_memory=pin_memory,
                             prefetch_factor=4 if workers else None)
@@ -119,7 +127,7 @@ class EvalSet:
         """sha1 over the images, labels and indices (keys the corruption cache)."""
         data = self.materialize()
         h = hashlib.sha1()
-        for t in (data.images, data.labels, data.indices):
+        for t in (data.pixels, data.labels, data.indices):
             h.update(str(tuple(t.shape)).encode())
             h.update(t.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
@@ -212,8 +220,8 @@ def _folder_set(root: Path, name: str, transform: EvalTransform, meta: Mapping[s
     if not files:
         raise DatasetError(f"no images under {root} (extensions {', '.join(IMAGE_EXTENSIONS)})")
     mapping = ",".join(f"{f}={label_of[f]}" for f in folders)
-    source = hashlib.sha1(f"{root.resolve()}|{listing_digest(listing)}|{mapping}|{transform.digest()}".encode())
-    source = source.hexdigest()[:16]  # the folder, its file list (no stat calls), the class mapping, the transform
+    digest = hashlib.sha1(f"{root.resolve()}|{listing_digest(listing)}|{mapping}|{transform.digest()}".encode())
+    source = digest.hexdigest()[:16]  # the folder, its file list (no stat calls), the class mapping, the transform
     data = EvalSet(name=name, labels=torch.tensor(labels, dtype=torch.long), num_classes=num_classes,
                    indices=torch.arange(len(files)), files=files, read=_Reader(transform), source_id=source,
                    info={"root": str(root), "classes": len(folders), "transform": transform.settings()})
@@ -285,7 +293,7 @@ def imagenet_c_set(root: str | os.PathLike, corruption: str, severity: int, meta
 
 
 def _timm_info(name: str) -> list[str]:
-    text = resources.files("timm.data").joinpath("_info", name).read_text()
+    text = resources.files("timm.data").joinpath("_info").joinpath(name).read_text()  # one part a call on 3.10
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -360,7 +368,7 @@ def corruption_cache_dir(clean: EvalSet, backend: str, seed: int, cache_dir: str
     of the name when None) and seed."""
     root = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     data = clean.materialize()
-    c, h, w = data.images.shape[1:]
+    c, h, w = data.pixels.shape[1:]
     generator = "-".join([backend, f"v{ENGINE_VERSION}"] + [v for v in (preset, rng) if v] + [f"seed{seed}"])
     return root / "corruptions" / f"{clean.name}-{c}x{h}x{w}-n{len(data)}-{data.content_digest()}" / generator
 
@@ -378,8 +386,8 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
     from eval.corruptions import corrupt, resolve_settings, rng_tag
 
     data = clean.materialize()
-    device = torch.device(device) if device is not None else data.images.device
-    probe = torch.empty((0, *data.images.shape[1:]), dtype=torch.uint8, device=device)
+    device = torch.device(device) if device is not None else data.pixels.device
+    probe = torch.empty((0, *data.pixels.shape[1:]), dtype=torch.uint8, device=device)
     preset, rng = resolve_settings(probe, backend, preset, rng)
     folder = directory or corruption_cache_dir(data, backend, seed, cache_dir, preset, rng_tag(rng, device))
     path = folder / f"{corruption}-{severity}.npy"
@@ -387,7 +395,7 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
     if path.exists():
         try:
             array = np.load(path, allow_pickle=False)
-            if tuple(array.shape) == tuple(data.images.shape) and array.dtype == np.uint8:
+            if tuple(array.shape) == tuple(data.pixels.shape) and array.dtype == np.uint8:
                 images = torch.from_numpy(array)
         except (ValueError, OSError):
             images = None  # a damaged cache file is regenerated
@@ -397,7 +405,7 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
         bar = tqdm(total=len(data), desc=f"generate {corruption}/{severity} ({backend})", unit="img",
                    disable=not progress, leave=False)
         for start in range(0, len(data), chunk):
-            part = corrupt(data.images[start:start + chunk].to(device), corruption, severity,
+            part = corrupt(data.pixels[start:start + chunk].to(device), corruption, severity,
                            keys[start:start + chunk], seed=seed, backend=backend, preset=preset, rng=rng).cpu()
             parts.append(part)
             bar.update(part.shape[0])

@@ -49,7 +49,7 @@ def write_examples(out: str | os.PathLike, ctx: EvalContext, suites: Sequence[st
     if len(clean) == 0:
         return None
     image = clean.subset(torch.tensor([0])).materialize()
-    pixels, key, label = image.images[0], int(image.indices[0]), int(image.labels[0])
+    pixels, key, label = image.pixels[0], int(image.indices[0]), int(image.labels[0])
     seed = ctx.options.seed
     classes = ctx.meta.get("classes") or []
     name = classes[label] if label < len(classes) else f"class {label}"

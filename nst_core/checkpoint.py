@@ -8,7 +8,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -109,7 +109,7 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomically write named arrays as one .npz (no pickled objects)."""
     def write(tmp: Path) -> None:
         with tmp.open("wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **cast("dict[str, Any]", arrays))  # names, not np.savez's allow_pickle flag
 
     atomic_write(path, write)
 
@@ -282,7 +282,7 @@ def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
         tensor = tensors[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
         if tensor.numel():
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # its buffer (a memoryview)
     return digest.hexdigest()
 
 

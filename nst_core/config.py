@@ -392,7 +392,7 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     args = typing.get_args(hint)
     if hint is ModelSpec and isinstance(value, str):
         return ModelSpec(arch=value)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a config section's class
         return _build(hint, value, source, key)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

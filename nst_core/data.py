@@ -46,18 +46,20 @@ class ImageSet(Dataset):
         name: str,
         images: torch.Tensor | None = None,
         paths: list[Path] | None = None,
-        input_size: tuple[int, int, int] | None = None,
+        input_size: tuple[int, ...] | None = None,
         transform: EvalTransform | None = None,
         classes: list[str] | None = None,
     ) -> None:
         if (images is None) == (paths is None):
             raise ValueError("give either images or paths")
+        if images is None and input_size is None:
+            raise ValueError("image paths need the input_size (C, H, W) they are read at")
         self.labels = labels.long()
         self.num_classes = num_classes
         self.name = name
         self.images = images
         self.paths = paths
-        self.input_size = tuple(images.shape[1:]) if images is not None else tuple(input_size)
+        self.input_size = tuple(images.shape[1:]) if images is not None else tuple(input_size or ())
         self.transform = transform or EvalTransform(tuple(self.input_size))
         self.classes = classes or [str(i) for i in range(num_classes)]
 
@@ -67,6 +69,7 @@ class ImageSet(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self.images is not None:
             return self.images[index], int(self.labels[index])
+        assert self.paths is not None  # an ImageSet holds images or paths (checked in __init__)
         try:
             return self.transform(self.paths[index]), int(self.labels[index])
         except ImageError as exc:
@@ -281,6 +284,7 @@ def _folder_set(root: str | None, cfg: DataConfig, key: str, classes: list[str] 
 
 
 def _folder_unlabeled(cfg: DataConfig) -> ImageSet:
+    assert cfg.unlabeled_dir is not None  # called only when the config names a folder
     root = Path(cfg.unlabeled_dir)
     if not root.is_dir():
         raise DataError(f"data.unlabeled_dir = {str(root)!r} is not a folder of images")

@@ -62,7 +62,10 @@ def is_main() -> bool:
 def barrier() -> None:
     """Wait until every process gets here (no-op when single-process)."""
     if is_distributed():
-        dist.barrier(**({"device_ids": [torch.cuda.current_device()]} if _backend() == "nccl" else {}))
+        if _backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
 
 
 def shard_indices(n: int, rank: int, world_size: int, pad: bool = True) -> torch.Tensor:

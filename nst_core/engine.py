@@ -127,6 +127,7 @@ def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = T
             _log(f"gen{generation}: {meta['arch']} test top-1 {meta['metrics']['test_top1']:.2f} %")
         metas.append(meta)
     if cfg.fixres is not None:
+        assert teacher is not None  # every run has a gen0
         metas.append(run_fixres(cfg, teacher, metas[-1], out / f"gen{cfg.generations}", dev, progress))
         if distributed.is_main():
             clear_states(out / f"gen{cfg.generations}")  # finished: a state left by a kill after meta.json goes

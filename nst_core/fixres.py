@@ -30,6 +30,7 @@ def run_fixres(cfg: RunConfig, model: NormalizedClassifier, meta: dict[str, Any]
     if is_complete(gen_dir):
         return load_model(gen_dir, device=device)[1]
     fixres = cfg.fixres
+    assert fixres is not None  # called only for a config with a fixres: section
     generation = meta["generation"] + 1
     input_size = [cfg.data.input_size[0], fixres.size, fixres.size]
     data = prepare_data(dataclasses.replace(cfg.data, input_size=input_size), cfg.seed)

@@ -21,7 +21,7 @@ import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -113,7 +113,7 @@ class EvalTransform:
     an image smaller than the crop is an `ImageError`.
     """
 
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]  # (C, H, W)
     crop_pct: float = 0.875
     crop_mode: str = "center"
     interpolation: str = "bilinear"
@@ -143,7 +143,8 @@ class EvalTransform:
         if cached is None:
             from timm.data import create_transform
 
-            cached = create_transform(self.input_size, is_training=False, interpolation=self.interpolation,
+            size = cast("tuple[int, int, int]", self.input_size)
+            cached = create_transform(size, is_training=False, interpolation=self.interpolation,
                                       crop_pct=self.crop_pct, crop_mode=self.crop_mode, use_prefetcher=True)
             object.__setattr__(self, "_built", cached)
         return cached
@@ -177,7 +178,7 @@ class EvalTransform:
 
 def class_folders(root: str | os.PathLike) -> list[str]:
     """The class folder names under `root`, sorted (numerically when every name is a number, else as text)."""
-    names = [d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith(".")]
+    names = [d.name for d in os.scandir(os.fspath(root)) if d.is_dir() and not d.name.startswith(".")]
     if names and all(n.isdigit() for n in names):
         return sorted(names, key=int)
     return sorted(names)

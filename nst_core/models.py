@@ -17,6 +17,9 @@ from nst_core.config import ModelSpec
 class Normalize(nn.Module):
     """(x - mean) / std per channel, with mean and std as buffers so they move with the model."""
 
+    mean: torch.Tensor  # [1, C, 1, 1] (registered buffers)
+    std: torch.Tensor
+
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -151,7 +154,7 @@ def _load_timm(name: str, pretrained: bool, weights: str | Path | None,
         cfg["input_size"] = (cfg["input_size"][0], size, size)
     subset = timm.data.infer_imagenet_subset(inner)
     classes = timm.data.ImageNetInfo(subset).label_names() if subset else None
-    meta = {
+    meta: dict[str, Any] = {
         "name": label, "run": None, "generation": None, "teacher": None, "arch": name, "model_kwargs": {},
         "num_classes": inner.num_classes, "input_size": [int(v) for v in cfg["input_size"]],
         "mean": list(cfg["mean"]), "std": list(cfg["std"]), "crop_pct": float(cfg.get("crop_pct") or 0.875),
@@ -192,9 +195,10 @@ def check_pretrained_reachable(name: str, timeout: float = 3.0) -> None:
         if constants.HF_HUB_OFFLINE:
             host = None
     elif cfg.url:
-        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name).is_file():
+        url = cfg.url if isinstance(cfg.url, str) else cfg.url[0]  # timm allows (url, file name)
+        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file():
             return
-        host = urlparse(cfg.url).hostname
+        host = urlparse(url).hostname
     reason = "HF_HUB_OFFLINE is set" if host is None else ""
     if host is not None:
         try:

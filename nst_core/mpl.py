@@ -44,9 +44,10 @@ class MLPTeacher(nn.Module):
 
     def __init__(self, num_classes: int, hidden: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(num_classes, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        first, last = nn.Linear(num_classes, hidden), nn.Linear(hidden, num_classes)  # created in this order (RNG)
+        self.net = nn.Sequential(first, nn.GELU(), last)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         log_probs = probs.clamp_min(1e-8).log()
@@ -137,10 +138,15 @@ def train_mpl(student: NormalizedClassifier, teacher: NormalizedClassifier, data
     stored = (cached_probs(teacher, {"labeled": data.labeled, "unlabeled": data.unlabeled},
                            gen_dir / PREDICTIONS_FILE, 1.0, cfg.pseudo.batch_size, device, cfg.train.amp, progress)
               if mpl.reduced else None)
-    teacher = MLPTeacher(data.num_classes, mpl.mlp_hidden) if mpl.reduced else copy.deepcopy(teacher)
-    teacher_module = teacher if mpl.reduced else teacher.model
+    teacher_net: nn.Module  # what the MPL step calls
+    teacher_module: nn.Module  # what the teacher optimizer updates and the state saves
+    if mpl.reduced:
+        teacher_net = teacher_module = MLPTeacher(data.num_classes, mpl.mlp_hidden)
+    else:
+        copied = copy.deepcopy(teacher)
+        teacher_net, teacher_module = copied, copied.model
     student.to(device)
-    teacher.to(device)
+    teacher_net.to(device)
     augment = build_augment(cfg.noise, cfg.data.mean)
     labeled, unlabeled = Views(data.labeled), Views(data.unlabeled, augment)
     plan = plan_batches(cfg, len(labeled), len(unlabeled))
@@ -165,7 +171,7 @@ def train_mpl(student: NormalizedClassifier, teacher: NormalizedClassifier, data
         labeled_batches = cycle_batches(labeled, plan.labeled, cfg.data.num_workers)
         unlabeled_batches = cycle_batches(unlabeled, plan.unlabeled, cfg.data.num_workers)
         student.train()
-        teacher.train()
+        teacher_net.train()
         sums: dict[str, float] = {}
         for step in tqdm(range(plan.steps), desc=f"gen{generation} MPL epoch {epoch + 1}/{mpl.epochs}",
                          unit="step", disable=not progress, leave=False):
@@ -173,7 +179,7 @@ def train_mpl(student: NormalizedClassifier, teacher: NormalizedClassifier, data
             student_sched.step_update(global_step)
             teacher_sched.step_update(global_step)
             batch = _batch(next(labeled_batches), next(unlabeled_batches), stored, device)
-            for key, value in mpl_step(teacher, student, teacher_opt, student_opt, batch, mpl).items():
+            for key, value in mpl_step(teacher_net, student, teacher_opt, student_opt, batch, mpl).items():
                 check_finite_loss(value, f"gen{generation} MPL epoch {epoch + 1}/{mpl.epochs} step {step + 1} ({key})",
                                   "train.lr / mpl.teacher_lr")
                 sums[key] = sums.get(key, 0.0) + value

@@ -16,7 +16,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import numpy as np
 import torch
@@ -236,7 +236,8 @@ def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
         logits = model(x).float()
-    loss = sum(w * loss_fn(chunk, y.to(device)) for chunk, (_, y, w, loss_fn) in zip(logits.split(sizes), parts))
+    loss = cast(torch.Tensor, sum(w * loss_fn(chunk, y.to(device)) for chunk, (_, y, w, loss_fn) in
+                                  zip(logits.split(sizes), parts)))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -251,7 +252,7 @@ def cycle_batches(data: Dataset, batch_size: int, num_workers: int, shard_seed: 
     """
     if shard_seed is not None and distributed.is_distributed():
         seed = int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(shard_seed)))
-        sampler = DistributedSampler(data, shuffle=True, seed=seed, drop_last=True)
+        sampler: DistributedSampler[int] = DistributedSampler(data, shuffle=True, seed=seed, drop_last=True)
         loader = DataLoader(data, batch_size=distributed.split_batch(batch_size), sampler=sampler, drop_last=True,
                             num_workers=num_workers, persistent_workers=False)
         for rounds in itertools.count():

@@ -21,13 +21,13 @@ from nst_core.training import ParamGroupFn
 
 def classifier_names(module: nn.Module) -> set[str]:
     """State-dict names of a timm model's classifier parameters."""
-    head = {id(p) for p in module.get_classifier().parameters()}
+    head = {id(p) for p in getattr(module, "get_classifier")().parameters()}  # timm's API, not nn.Module's
     return {name for name, p in module.named_parameters() if id(p) in head}
 
 
 def initialize(module: nn.Module, init: InitConfig, in_chans: int) -> dict[str, Any]:
     """Copy the backbone weights of `init.source` into `module` (a timm model); returns what was loaded."""
-    state = _source_state(init, module.num_classes, in_chans)
+    state = _source_state(init, int(getattr(module, "num_classes")), in_chans)
     head = classifier_names(module)
     target = module.state_dict()
     missing = sorted(k for k in target if k not in head and (k not in state or state[k].shape != target[k].shape))
@@ -47,7 +47,7 @@ def param_group_fn(freeze_backbone: bool, backbone_lr_scale: float = 1.0) -> Par
         return None
 
     def groups(module: nn.Module) -> list[dict]:
-        head = {id(p) for p in module.get_classifier().parameters()}
+        head = {id(p) for p in getattr(module, "get_classifier")().parameters()}
         head_params = [p for p in module.parameters() if id(p) in head]
         if freeze_backbone:
             return [{"params": head_params}]
@@ -67,6 +67,7 @@ def adopt_checkpoint(source: str | Path, gen_dir: Path) -> None:
 
 
 def _source_state(init: InitConfig, num_classes: int, in_chans: int) -> dict[str, torch.Tensor]:
+    assert init.source is not None  # called only when the config names a source
     if init.source.startswith("timm:"):
         name = init.source[len("timm:"):]
         return timm.create_model(name, pretrained=init.pretrained, num_classes=num_classes,

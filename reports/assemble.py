@@ -53,7 +53,7 @@ def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str 
     changes = tables.corruption_changes(store, baseline)
     written = write_tables(_tables(long, corruptions, ce_wide, changes, perturbations, ablation, store), out)
     sections = [
-        Section("Overview", _overview(store, baseline)),
+        Section("Overview", [*_overview(store, baseline)]),
         _headline_section(long, colours, out, tables.seed_groups(store), tables.masking_table(store)),
         _training_section(store, colours, out),
         _corruption_section(long, corruptions, ce_wide, changes, store.order, baseline, colours, out),
@@ -245,6 +245,7 @@ def _perturbation_section(perturbations: pd.DataFrame, shown: dict, path: Path |
                    "t5d are the raw flip probability and top-5 distance.",
                    Table("perturbations", perturbations, "Per perturbation and difficulty (top-1 in %).")]
     if "frames" in shown:
+        assert path is not None  # `shown` was read from the examples file at `path`
         figures.perturbation_frames(shown["frames"], shown["perturbations"], shown["frame_index"], out / "figures")
         blocks.append(Figure(out / "figures" / "perturbation_frames",
                              f"One image's frames per perturbation (t = frame index), {_source(shown, path)}."))

@@ -24,7 +24,7 @@ def derived_cis(store: Store, model: str) -> dict[str, tuple[float, float] | str
     """Bootstrap CI (percent) per derived metric of `model`, or a string saying why there is none."""
     prepared = _prepare(store, model)
     if isinstance(prepared, dict):
-        return prepared
+        return dict(prepared)
     stored, columns, bits, statistics = prepared
     rows = store.results[store.results["model"] == model]
     normalisers = {s.get("baseline") for s in rows.loc[rows["metric"].isin(["ce", "relative_ce"]), "settings"]}
@@ -49,7 +49,7 @@ def paired_delta_cis(store: Store, model: str, baseline: str) -> dict[str, tuple
     """
     ours, theirs = _prepare(store, model), _prepare(store, baseline)
     if isinstance(ours, dict):
-        return ours
+        return dict(ours)
     if isinstance(theirs, dict):
         return {m: f"{reason} (baseline)" for m, reason in theirs.items() if m in ours[0]}
     if [cell_key(r) for _, r in ours[1].iterrows()] != [cell_key(r) for _, r in theirs[1].iterrows()] or \
@@ -64,6 +64,7 @@ def paired_delta_cis(store: Store, model: str, baseline: str) -> dict[str, tuple
         elif isinstance(mine, str) or isinstance(base, str):
             result[metric] = mine if isinstance(mine, str) else f"{base} (baseline)"
         else:
+            assert mine is not None and base is not None  # every stored metric has a statistic or a reason
             def delta(accuracies: np.ndarray, mine: Statistic = mine, base: Statistic = base) -> np.ndarray:
                 return mine(accuracies[:, :width]) - base(accuracies[:, width:])
 
@@ -85,9 +86,10 @@ def _prepare(store: Store, model: str) -> dict[str, str] | tuple[dict[str, float
     cells = cells.iloc[sorted(range(len(cells)), key=lambda i: str(cell_key(cells.iloc[i])))]
     clean = rows[(rows["suite"] == "clean") & (rows["metric"] == "top1")].head(1)
     columns = pd.concat([cells, clean])
-    bits = [correctness(store, model, cell_key(r), r["n"]) for _, r in columns.iterrows()]
-    if not len(columns) or any(b is None for b in bits):
+    found = [correctness(store, model, cell_key(r), r["n"]) for _, r in columns.iterrows()]
+    if not len(columns) or any(b is None for b in found):
         return {m: "n/a (no per-image data)" for m in stored}
+    bits = [b for b in found if b is not None]  # every one
     if any(abs(100 * b.mean() - v) > 50 / len(b) for b, v in zip(bits, columns["value"])):
         return {m: "n/a (per-image bits disagree with stored top-1)" for m in stored}
     candidates = {

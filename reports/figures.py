@@ -27,7 +27,7 @@ from reports.corruptions import FAMILIES
 RUN_PALETTES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
 OTHER_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 DPI = 150
-STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+STYLE: dict[Any, Any] = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
          "svg.hashsalt": "nst-report", "svg.fonttype": "path"}
 """rcParams for the report's figures, applied only inside `rc_context` while a figure is drawn and saved."""
 SIGNIFICANCE = 0.05
@@ -367,7 +367,7 @@ def _show(ax: Axes, image: np.ndarray) -> None:
     ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255, interpolation="none")
 
 
-def _errorbar(ax: Axes, x: object, rows: pd.DataFrame, colour: tuple, label: str) -> None:
+def _errorbar(ax: Axes, x: Any, rows: pd.DataFrame, colour: tuple, label: str) -> None:
     values = rows["value"].to_numpy(dtype=float)
     low, high = rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float)
     yerr = np.vstack([values - low, high - values])
@@ -377,7 +377,7 @@ def _errorbar(ax: Axes, x: object, rows: pd.DataFrame, colour: tuple, label: str
 
 def _legend_below(fig: Figure, order: list[str]) -> None:
     """One legend for the whole figure, below it: reference lines first, then models in report order."""
-    entries: dict[str, object] = {}
+    entries: dict[str, Any] = {}  # label -> artist
     for axis in fig.axes:
         for handle, label in zip(*axis.get_legend_handles_labels()):
             entries.setdefault(label, handle)

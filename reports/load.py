@@ -8,6 +8,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,12 +89,12 @@ def cell_key(row: pd.Series | dict) -> tuple:
     )
 
 
-def correctness(store: Store, model: str, cell: tuple, n: object) -> np.ndarray | None:
+def correctness(store: Store, model: str, cell: tuple, n: Any) -> np.ndarray | None:
     """Per-image top-1 correctness (bool [n]) of `model` on `cell` with n images, or None when not stored."""
     if _missing(n):
         return None
     index = store.bits_index.get((model, cell, int(n)))
-    if index is None:
+    if index is None or store.per_image is None:
         return None
     bits = np.unpackbits(np.frombuffer(store.per_image.at[index, "correct"], dtype=np.uint8))
     return bits[: int(n)].astype(bool)
@@ -193,5 +194,5 @@ def _none(value: object) -> object:
     return None if _missing(value) else value
 
 
-def _as_float(value: object) -> float:
+def _as_float(value: Any) -> float:
     return math.inf if _missing(value) else float(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -174,6 +175,7 @@ def corruption_changes(store: Store, baseline: str | None) -> pd.DataFrame:
         base_row = base.get(cell_key(row))
         if base_row is None:
             continue
+        assert baseline is not None  # base_row is one of the baseline's cells
         test = _paired_test(store, row["model"], baseline, row, base_row)
         records.append({"model": row["model"], "corruption": row["corruption"], "severity": int(row["severity"]),
                         "error (%)": 100 - float(row["value"]), "baseline error (%)": 100 - float(base_row["value"]),
@@ -333,9 +335,9 @@ def training_table(store: Store) -> pd.DataFrame:
         meta = model_meta(store, model)
         if not meta.get("arch") and not meta.get("metrics"):
             continue
-        metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
-        data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-        pseudo = meta.get("pseudo_labels") if isinstance(meta.get("pseudo_labels"), dict) else {}
+        metrics = meta["metrics"] if isinstance(meta.get("metrics"), dict) else {}
+        data = meta["data"] if isinstance(meta.get("data"), dict) else {}
+        pseudo = meta["pseudo_labels"] if isinstance(meta.get("pseudo_labels"), dict) else {}
         records.append({
             "model": model, "generation": _int_or_none(meta.get("generation")), "arch": meta.get("arch"),
             "method": meta.get("method"), "test top-1 (%)": metrics.get("test_top1"),
@@ -499,7 +501,7 @@ def _distinct(settings: list[dict]) -> dict[str, set[str]]:
     return values
 
 
-def rounded(value: object, digits: int = 6) -> object:
+def rounded(value: Any, digits: int = 6) -> Any:
     """`value` with every float (also inside dicts and lists) rounded to `digits` significant digits, so that
     binary noise (0.19900000000000007) does not print."""
     if isinstance(value, float):
@@ -517,5 +519,5 @@ def _listing(values: set[str], most: int = 8) -> str:
     return shown if len(ordered) <= most else f"{shown}, ... ({len(ordered)} values)"
 
 
-def _int_or_none(value: object) -> int | None:
+def _int_or_none(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)

@@ -120,6 +120,7 @@ class Draws:
         """N(loc, scale^2) draws [N, *shape] (reference: ``r.normal(size=shape, loc=loc, scale=scale)``)."""
         if self.mode == "reference":
             return self._numpy("normal", tuple(shape), dtype, loc=loc, scale=scale)
+        assert self.generators is not None  # device mode always has its generators
         out = torch.empty((len(self), *shape), dtype=dtype, device=self.device)
         for row, g in zip(out, self.generators):
             row.normal_(loc, scale, generator=g)
@@ -130,6 +131,7 @@ class Draws:
         """Uniform [low, high) draws [N, *shape] (reference: ``r.uniform(low, high, size=shape)``)."""
         if self.mode == "reference":
             return self._numpy("uniform", tuple(shape), dtype, low=low, high=high)
+        assert self.generators is not None  # device mode always has its generators
         out = torch.empty((len(self), *shape), dtype=dtype, device=self.device)
         for row, g in zip(out, self.generators):
             row.uniform_(low, high, generator=g)

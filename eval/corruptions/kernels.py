@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ def separable_filter(x: torch.Tensor, kernel_h: np.ndarray, kernel_w: np.ndarray
 def gaussian_filter(x: torch.Tensor, sigma: float | tuple[float, float], mode: str = "nearest",
                     truncate: float = 4.0) -> torch.Tensor:
     """scipy.ndimage.gaussian_filter over the last two axes (what skimage.filters.gaussian calls)."""
-    sh, sw = (sigma, sigma) if np.isscalar(sigma) else sigma
+    sh, sw = cast("tuple[float, float]", (sigma, sigma) if np.isscalar(sigma) else sigma)
     return separable_filter(x, gaussian_kernel1d(sh, truncate), gaussian_kernel1d(sw, truncate), mode)
 
 

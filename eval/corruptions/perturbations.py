@@ -309,8 +309,8 @@ def _spatter_masks(generator: torch.Generator, num: int, size: int) -> np.ndarra
     import cv2
     from scipy.ndimage import convolve1d, gaussian_filter
 
-    layer = 0.65 + 0.27 * torch.randn(size, size, generator=generator, dtype=torch.float64, device=generator.device)
-    layer = layer.cpu().numpy()
+    noise = 0.65 + 0.27 * torch.randn(size, size, generator=generator, dtype=torch.float64, device=generator.device)
+    layer = noise.cpu().numpy()
     layer = gaussian_filter(layer, sigma=3.7 * size / REFERENCE_SIZE, mode="nearest", truncate=4.0)
     layer[layer < 0.69] = 0
     run_down = np.array([0.05, 0.1, 0.15, 0.7])  # with origin -1: numpy's convolve(..., mode="same") per column

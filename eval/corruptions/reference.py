@@ -33,7 +33,7 @@ import threading
 import types
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import numpy as np
 import skimage
@@ -87,12 +87,12 @@ def _import_imagecorruptions() -> types.ModuleType:
     shim = None
     if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
         shim = types.ModuleType("pkg_resources")
-        shim.resource_filename = _resource_filename
+        setattr(shim, "resource_filename", _resource_filename)
         sys.modules["pkg_resources"] = shim
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # scipy.ndimage.interpolation
-            module = importlib.import_module("imagecorruptions.corruptions")
+            module: Any = importlib.import_module("imagecorruptions.corruptions")
     finally:
         if shim is not None and sys.modules.get("pkg_resources") is shim:
             del sys.modules["pkg_resources"]
@@ -130,7 +130,7 @@ def corrupt_image(image: np.ndarray, corruption: str, severity: int, rng_seed: i
         raise ValueError(f"expected a uint8 HxWx3 array, got {image.dtype} {image.shape}")
     with seeded_global_rng(rng_seed):
         out = getattr(_MODULE, corruption)(Image.fromarray(image), severity)
-    return np.uint8(out)
+    return cast(np.ndarray, np.uint8(out))  # an array in, an array out (NumPy's stubs type np.uint8(...) a scalar)
 
 
 def corrupt_reference(images: torch.Tensor, corruption: str, severity: int, keys: Sequence[int],

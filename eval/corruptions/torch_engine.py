@@ -44,7 +44,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -65,7 +65,7 @@ CPU_CHUNK_PIXELS = 8 * 224 * 224
 
 # An engine: (uint8 RGB images [N, 3, H, W], the severity's table entry, the draws, the preset) -> float images in
 # [0, 255] (truncated to uint8 by the caller) or uint8 images (returned as they are).
-Engine = Callable[[torch.Tensor, object, Draws, Preset], torch.Tensor]
+Engine = Callable[[torch.Tensor, Any, Draws, Preset], torch.Tensor]  # (u8, the table's parameter, draws, preset)
 
 _TABLES = PRESET_TABLES["imagenet-c"].tables
 # imagecorruptions 1.1.2 tables (the imagenet-c preset), kept under their old names for callers.
@@ -275,7 +275,7 @@ def snow(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tens
     h, w = x.shape[-2:]
     layers_all = draws.normal((h, w), loc=loc, scale=scale, dtype=_layer_dtype(draws))
     if not _batched(u8.device):
-        layers = []
+        per_image = []
         for layer, r in zip(layers_all, draws.scalars):
             layer = kernels.clipped_zoom(layer, zoom)
             if preset.name != "imagenet-c":
@@ -283,17 +283,17 @@ def snow(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tens
                 layer = layer[top:top + h, left:left + w]
             layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
             taps = kernels.motion_blur_taps(radius, sigma, r.uniform(-135, -45), *layer.shape)
-            layers.append(kernels.motion_blur(layer, taps)[:h, :w])
-        layers = torch.stack(layers)
+            per_image.append(kernels.motion_blur(layer, taps)[:h, :w])
+        layers = torch.stack(per_image)
     else:  # the same steps for the whole batch at once (one kernel per step, not per step and image)
         layers = kernels.clipped_zoom(layers_all, zoom)
         if preset.name != "imagenet-c":
             top, left = (layers.shape[-2] - h) // 2, (layers.shape[-1] - w) // 2
             layers = layers[..., top:top + h, left:left + w]
         layers = torch.where(layers < threshold, torch.zeros_like(layers), layers).clamp(0, 1)
-        taps = [kernels.motion_blur_taps(radius, sigma, r.uniform(-135, -45), *layers.shape[-2:])
-                for r in draws.scalars]
-        layers = _blur_lines(layers, taps)[..., :h, :w]
+        image_taps = [kernels.motion_blur_taps(radius, sigma, r.uniform(-135, -45), *layers.shape[-2:])
+                      for r in draws.scalars]
+        layers = _blur_lines(layers, image_taps)[..., :h, :w]
     flakes = (torch.round(layers * 255) / 255).to(torch.float32)[:, None]
     gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     x = mix * x + (1 - mix) * torch.maximum(x, gray * 1.5 + 0.5)
@@ -438,9 +438,9 @@ def _random_affine(x: torch.Tensor, jitter: float, draws: Draws) -> torch.Tensor
     """Hendrycks' small-image affine step: three points jittered by U(-jitter, jitter), the affine map between them
     (cv2.getAffineTransform), the image warped by it (cv2.warpAffine: bilinear, BORDER_REFLECT_101)."""
     n, _, h, w = x.shape
-    centre = np.float32([h, w]) // 2  # (as the reference: built from (H, W), used as (x, y) points)
+    centre = np.array([h, w], dtype=np.float32) // 2  # (as the reference: built from (H, W), used as (x, y) points)
     side = min(h, w) // 3
-    src = np.float32([centre + side, [centre[0] + side, centre[1] - side], centre - side])
+    src = np.array([centre + side, [centre[0] + side, centre[1] - side], centre - side], dtype=np.float32)
     dst = src[None] + draws.uniform(-jitter, jitter, (3, 2), torch.float64).cpu().numpy().astype(np.float32)
     ones = np.ones((3, 1), dtype=np.float64)
     a = np.concatenate([src.astype(np.float64), ones], 1)  # [3, 3]: rows (x, y, 1)
@@ -455,7 +455,7 @@ def _random_affine(x: torch.Tensor, jitter: float, draws: Draws) -> torch.Tensor
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
-def elastic_transform(u8: torch.Tensor, p: object, draws: Draws, preset: Preset) -> torch.Tensor:
+def elastic_transform(u8: torch.Tensor, p: Any, draws: Draws, preset: Preset) -> torch.Tensor:
     """Bilinear warp by a smoothed uniform displacement field (scipy map_coordinates, mode 'reflect').
 
     imagenet-c (imagecorruptions): fields U(-0.005 H, 0.005 H) smoothed with sigma 0.01 (H, W), times alpha.
@@ -489,15 +489,15 @@ def pixelate(u8: torch.Tensor, factor: float, draws: Draws, preset: Preset) -> t
     other devices ``kernels.pil_box_resize`` reproduces Pillow's integer arithmetic exactly. uint8 out."""
     h, w = u8.shape[-2:]
     sh, sw = int(h * factor), int(w * factor)
-    up = Image.BOX if preset.pixelate_upscale == "box" else Image.NEAREST
+    up = Image.Resampling.BOX if preset.pixelate_upscale == "box" else Image.Resampling.NEAREST
     if u8.device.type == "cpu":
         images = _hwc_numpy(u8)
         out = np.empty_like(images)
         for i, image in enumerate(images):
-            out[i] = np.asarray(Image.fromarray(image).resize((sw, sh), Image.BOX).resize((w, h), up))
+            out[i] = np.asarray(Image.fromarray(image).resize((sw, sh), Image.Resampling.BOX).resize((w, h), up))
         return torch.from_numpy(out).permute(0, 3, 1, 2)
     x = kernels.pil_box_resize(u8, sh, sw)
-    if up == Image.BOX:
+    if up == Image.Resampling.BOX:
         return kernels.pil_box_resize(x, h, w)
     x = x.index_select(-2, torch.as_tensor(kernels.pil_nearest_index(sh, h), device=u8.device))
     return x.index_select(-1, torch.as_tensor(kernels.pil_nearest_index(sw, w), device=u8.device))

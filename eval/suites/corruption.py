@@ -14,6 +14,7 @@ over the measured (corruption, severity) cells are the rows `mean_corruption_ece
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -92,6 +93,7 @@ def plan_corruption(ctx: EvalContext) -> PlanItem:
     method = corruption_method(ctx)
     o = ctx.options
     if method != "generate":
+        assert ctx.data.imagenet_c is not None  # the official files are read only when given
         root = Path(ctx.data.imagenet_c)
         present = [c for c in names if not (o.corruptions is None and c in EXTRA_CORRUPTIONS and not (root / c).is_dir())]
         first = imagenet_c_set(root, present[0], 1, ctx.meta, o.limit, o.seed, method=method)
@@ -117,6 +119,7 @@ def corruption_cells(ctx: EvalContext) -> tuple[str, int, dict[str, list[float]]
     rows: list[dict[str, Any]] = []
     method = corruption_method(ctx)
     if method != "generate":
+        assert ctx.data.imagenet_c is not None  # the official files are read only when given
         root = Path(ctx.data.imagenet_c)
         ids: list[str] = []
         n = 0
@@ -156,7 +159,7 @@ def corruption_cells(ctx: EvalContext) -> tuple[str, int, dict[str, list[float]]
     for c in names:
         for s in SEVERITIES:
             cell_rows = ctx.measure(ctx.cell(SUITE, dataset, c, s, data_id=data_id), n,
-                                    lambda c=c, s=s: make(c, s), {**settings, "generated_from": clean.name})
+                                    functools.partial(make, c, s), {**settings, "generated_from": clean.name})
             errors.setdefault(c, []).append(1.0 - cell_rows["top1"]["value"] / 100.0)
             rows += cell_rows.values()
     return dataset, n, errors, rows, data_id
@@ -175,6 +178,9 @@ def corruption(ctx: EvalContext) -> list[dict[str, Any]]:
     clean_error = _clean_error(ctx)
     method = corruption_method(ctx)
     on_imagenet = method != "generate" or ctx.data.val is not None
+    base: dict[str, list[float]] | None
+    base_clean: float | None
+    base_name: str | None
     if on_imagenet:
         base, base_clean, base_name = alexnet_errors(), ALEXNET_CLEAN_ERROR, ALEXNET_NAME
     else:
