@@ -1,4 +1,4 @@
-"""eval.metrics against hand-computed values: top-k, error tables, CE / mCE / relative mCE with AlexNet."""
+"""eval.metrics against hand-computed values: top-k, CE / mCE / relative mCE with AlexNet."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,6 @@ import torch
 from eval.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from eval.metrics import (
     ALEXNET_CLEAN_ERROR,
-    ErrorTable,
     TopKAccuracy,
     alexnet_errors,
     corruption_error,
@@ -35,22 +34,6 @@ def test_topk_accuracy_streams_merges_and_keeps_per_image():
     acc.reset()
     with pytest.raises(ValueError, match="empty"):
         acc.compute()
-
-
-def test_error_table_counts_cells_and_merges():
-    t = ErrorTable()
-    logits = torch.eye(3)
-    t.update("fog", 2, logits, torch.tensor([0, 1, 0]))  # one wrong of three
-    for s in range(1, 6):
-        t.add_counts("contrast", s, s, 10)
-    u = ErrorTable()
-    u.add_counts("fog", 2, 1, 1)
-    t.merge(u)
-    errors = t.compute()
-    assert errors == {"contrast": [0.1, 0.2, 0.3, 0.4, 0.5]}  # fog has only severity 2: not complete
-    assert t.wrong[t.corruptions.index("fog"), 1] == 2 and t.total[t.corruptions.index("fog"), 1] == 4
-    with pytest.raises(KeyError, match="unknown cell"):
-        t.add_counts("fog", 6, 0, 1)
 
 
 def test_alexnet_table_is_the_published_one():

@@ -2,7 +2,6 @@
 
 - `TopKAccuracy`: top-1/top-5 accuracy, `update` / `compute` / `reset` / `merge`, optional per-image correctness.
 - `Calibration`: ECE (percent, 15 equal-width bins), NLL and Brier score, same shape (`eval.metrics.calibration`).
-- `ErrorTable`: top-1 error per (corruption, severity), all-reducible count tensors.
 - `corruption_error`, `relative_corruption_error`, `mce`, `relative_mce`, `mean_corruption_accuracy`,
   `corruption_summary`, `alexnet_errors` (the published AlexNet table), `ALEXNET_CLEAN_ERROR` (0.4348).
 - `PerturbationMetrics` (ImageNet-P: flip probability, top-5 distance, from `eval.metrics.perturbation`).
@@ -13,7 +12,6 @@ from eval.metrics.corruption import (
     ALEXNET_CLEAN_ERROR,
     ALEXNET_NAME,
     SEVERITIES,
-    ErrorTable,
     alexnet_errors,
     corruption_error,
     corruption_summary,
@@ -26,7 +24,7 @@ from eval.metrics.corruption import (
 from eval.metrics.perturbation import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, PerturbationMetrics
 
 __all__ = [
-    "TopKAccuracy", "topk_accuracy", "Calibration", "calibration", "CALIBRATION_METRICS", "ErrorTable", "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "SEVERITIES",
+    "TopKAccuracy", "topk_accuracy", "Calibration", "calibration", "CALIBRATION_METRICS", "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "SEVERITIES",
     "alexnet_errors", "corruption_error", "relative_corruption_error", "mce", "mean_ce", "relative_mce",
     "mean_corruption_accuracy", "corruption_summary",
     "ALL_PERTURBATIONS", "EVALUATED_PERTURBATIONS", "PerturbationMetrics",

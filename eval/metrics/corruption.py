@@ -16,9 +16,7 @@ from __future__ import annotations
 import csv
 import math
 from importlib import resources
-from typing import Mapping, Sequence
-
-import torch
+from typing import Any, Mapping, Sequence
 
 from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS
 
@@ -29,59 +27,9 @@ ALEXNET_NAME = "alexnet (Hendrycks & Dietterich 2019 table)"
 
 __all__ = [
     "SEVERITIES", "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS",
-    "ErrorTable", "alexnet_errors", "corruption_error", "relative_corruption_error", "mean_ce",
+    "alexnet_errors", "corruption_error", "relative_corruption_error", "mean_ce",
     "mce", "relative_mce", "mean_corruption_accuracy", "corruption_summary",
 ]
-
-
-class ErrorTable:
-    """Streaming top-1 error per (corruption, severity); state = two [corruptions, 5] count tensors (all-reducible)."""
-
-    def __init__(self, corruptions: Sequence[str] = ALL_CORRUPTIONS, severities: Sequence[int] = SEVERITIES) -> None:
-        self.corruptions = tuple(corruptions)
-        self.severities = tuple(severities)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget all counts."""
-        shape = (len(self.corruptions), len(self.severities))
-        self.wrong = torch.zeros(shape, dtype=torch.long)
-        self.total = torch.zeros(shape, dtype=torch.long)
-
-    def _cell(self, corruption: str, severity: int) -> tuple[int, int]:
-        try:
-            return self.corruptions.index(corruption), self.severities.index(int(severity))
-        except ValueError:
-            raise KeyError(f"unknown cell ({corruption!r}, {severity!r}): corruptions {self.corruptions}, "
-                           f"severities {self.severities}") from None
-
-    @torch.no_grad()
-    def update(self, corruption: str, severity: int, logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of logits [B, K] and targets [B] to one cell."""
-        wrong = logits.argmax(dim=1).ne(target.to(logits.device)).sum().cpu()
-        self.add_counts(corruption, severity, int(wrong), target.numel())
-
-    def add_counts(self, corruption: str, severity: int, wrong: int, total: int) -> None:
-        """Add already counted errors to one cell."""
-        i, j = self._cell(corruption, severity)
-        self.wrong[i, j] += int(wrong)
-        self.total[i, j] += int(total)
-
-    def merge(self, other: "ErrorTable") -> "ErrorTable":
-        """Add another table's counts (same corruptions and severities)."""
-        if (other.corruptions, other.severities) != (self.corruptions, self.severities):
-            raise ValueError("cannot merge error tables over different cells")
-        self.wrong += other.wrong
-        self.total += other.total
-        return self
-
-    def compute(self) -> dict[str, list[float]]:
-        """{corruption: [error at severity 1..5]} (fractions) for every corruption whose 5 cells all have images."""
-        out: dict[str, list[float]] = {}
-        for i, name in enumerate(self.corruptions):
-            if bool((self.total[i] > 0).all()):
-                out[name] = (self.wrong[i].double() / self.total[i].double()).tolist()
-        return out
 
 
 def alexnet_errors() -> dict[str, list[float]]:
@@ -151,7 +99,7 @@ def mean_corruption_accuracy(errors: Mapping[str, Sequence[float]], corruptions:
 
 def corruption_summary(errors: Mapping[str, Sequence[float]], clean_error: float | None,
                        baseline: Mapping[str, Sequence[float]] | None = None,
-                       baseline_clean_error: float | None = ALEXNET_CLEAN_ERROR) -> dict[str, object]:
+                       baseline_clean_error: float | None = ALEXNET_CLEAN_ERROR) -> dict[str, Any]:
     """Every derived figure at once: per-corruption CE / relative CE (all present) and the 15-corruption means.
 
     Means are None when a common corruption is missing; relative figures are None without clean errors.
