@@ -46,6 +46,24 @@ def read_video(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
     return video.permute(0, 3, 1, 2).contiguous() if video.ndim == 4 else video.unsqueeze(1)
 
 
+def write_video(path: str | os.PathLike, frames: "np.ndarray | torch.Tensor") -> None:
+    """Write uint8 frames [T, H, W, 3] as a lossless H.264 mp4 (yuv444p, crf 0): ImageNet-P's container, e.g. for
+    sequences made with `eval.corruptions.perturbations.generate_sequences` (permuted to [T, H, W, C])."""
+    import av
+    import numpy as np
+
+    array = np.ascontiguousarray(torch.as_tensor(frames).numpy(), dtype=np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height = array.shape[2], array.shape[1]
+        stream.pix_fmt = "yuv444p"
+        stream.options = {"crf": "0"}
+        for frame in array:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
 def perturbation_folder(root: str | os.PathLike, perturbation: str, difficulty: int = 1) -> Path:
     """The folder of one perturbation: `<perturbation>` or, for noise at difficulty 2/3, `<perturbation>_<d>`."""
     if perturbation not in ALL_PERTURBATIONS:

@@ -51,21 +51,6 @@ def center_224(image: np.ndarray) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + 224, top + 224)))
 
 
-def write_video(path: Path, frames: np.ndarray) -> None:
-    """uint8 [T, H, W, 3] frames as an H.264 mp4 (the ImageNet-P format)."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=1)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv444p"
-        stream.options = {"crf": "0"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
-
-
 def make(out: Path, per_class: int = 2, corruptions: tuple[str, ...] = ("fog", "contrast"),
          perturbations: tuple[str, ...] = ("brightness", "rotate")) -> dict[str, Path]:
     """Write the stand-in trees under `out`; returns their roots {"val", "imagenet-c", "imagenet-a", "imagenet-p"}."""
@@ -73,6 +58,7 @@ def make(out: Path, per_class: int = 2, corruptions: tuple[str, ...] = ("fog", "
 
     from eval.corruptions import corrupt
     from eval.corruptions.perturbations import generate_sequences
+    from eval.imagenet_p import write_video
 
     images = photos()
     crops = [center_224(p) for p in images]

@@ -1,32 +1,18 @@
 """The ImageNet-P mp4 reader on short videos written here with PyAV, and its errors."""
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 
 from eval.datasets import DatasetError
-from eval.imagenet_p import imagenet_p_sequences, perturbation_folder, read_video
+from eval.imagenet_p import imagenet_p_sequences, perturbation_folder, read_video, write_video
 
 FRAMES, SIZE = 6, 48
 
 
 def meta(size: int, classes: list[str] | None = None, num_classes: int = 3) -> dict:
     return {"input_size": [3, size, size], "classes": classes, "num_classes": num_classes}
-
-
-def write_video(path: Path, frames: np.ndarray) -> None:
-    """H.264 video of uint8 [T, H, W, 3] frames, as the benchmark's videos are."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=1)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv444p"
-        stream.options = {"crf": "0"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def ramp_frames(offset: int = 0) -> np.ndarray:
