@@ -14,6 +14,7 @@ from pathlib import Path
 import hashlib
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -50,7 +51,6 @@ def write_video(path: str | os.PathLike, frames: "np.ndarray | torch.Tensor") ->
     """Write uint8 frames [T, H, W, 3] as a lossless H.264 mp4 (yuv444p, crf 0): ImageNet-P's container, e.g. for
     sequences made with `eval.corruptions.perturbations.generate_sequences` (permuted to [T, H, W, C])."""
     import av
-    import numpy as np
 
     array = np.ascontiguousarray(torch.as_tensor(frames).numpy(), dtype=np.uint8)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
