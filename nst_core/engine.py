@@ -27,6 +27,7 @@ from nst_core.models import NormalizedClassifier, create_model, load_model, vers
 from nst_core.mpl import train_mpl
 from nst_core.pseudo import Selection, filter_and_balance, make_targets, pool_accuracy
 from nst_core.pseudo_shards import SHARD_DIR, discard_shards, sharded_probs
+from nst_core.errors import DivergedError
 from nst_core.training import TrainSet, build_augment, evaluate_top1, smooth_one_hot, train_generation
 from nst_core.transfer import adopt_checkpoint, initialize, param_group_fn
 
@@ -123,7 +124,13 @@ def run(cfg: RunConfig, out: Path, device: str | None = None, progress: bool = T
             teacher, meta = load_model(gen_dir, device=dev)
             _log(f"gen{generation}: finished earlier (test top-1 {meta['metrics']['test_top1']:.2f} %), kept")
         else:
-            teacher, meta = train_one(cfg, generation, data, teacher, gen_dir, dev, progress)
+            try:
+                teacher, meta = train_one(cfg, generation, data, teacher, gen_dir, dev, progress)
+            except DivergedError:
+                if not metas and distributed.is_main():  # nothing finished: the corrected config may start here
+                    clear_states(gen_dir)
+                    (out / "config.yaml").unlink(missing_ok=True)
+                raise
             _log(f"gen{generation}: {meta['arch']} test top-1 {meta['metrics']['test_top1']:.2f} %")
         metas.append(meta)
     if cfg.fixres is not None:

@@ -47,8 +47,8 @@ def check_finite_loss(loss: float, where: str, lr_key: str = "train.lr") -> None
     if not math.isfinite(loss):
         raise DivergedError(
             f"{where}: the loss is {loss}: training diverged, so this generation is stopped and no checkpoint "
-            f"is written for it; lower {lr_key} (or check the data) and rerun with another --out, or delete the "
-            "run folder first (its config.yaml records this config)"
+            f"is written for it; lower {lr_key} (or check the data) and rerun (the same --out works when no "
+            "generation had finished; else use another --out)"
         )
 
 
@@ -58,8 +58,8 @@ def check_finite_weights(module: torch.nn.Module, where: str, lr_key: str = "tra
     if bad:
         raise DivergedError(
             f"{where}: {len(bad)} of {len(module.state_dict())} weight tensors are not finite (e.g. {bad[0]}): "
-            f"training diverged, so no checkpoint is written; lower {lr_key} and rerun with another --out, or "
-            "delete the run folder first"
+            f"training diverged, so no checkpoint is written; lower {lr_key} and rerun (the same --out works "
+            "when no generation had finished; else use another --out)"
         )
 
 

@@ -199,9 +199,14 @@ def test_empty_image_folder_is_refused(capsys, tmp_path):
 def test_diverging_training_stops_without_a_checkpoint(capsys, tmp_path):
     code, err = nst_train(capsys, tmp_path / "run", "--set", "train.lr=1e30", "--set", "generations=1")
     assert_clean_error(code, err, 2, "gen0 epoch 1/8", "the loss is nan", "training diverged", "lower train.lr",
-                       "another --out")
+                       "the same --out works")
     assert not (tmp_path / "run" / "gen0" / "meta.json").exists()
     assert not (tmp_path / "run" / "gen0" / "model.safetensors").exists()
+    # nothing had finished: the corrected rerun into the same folder is not refused as "a different config"
+    code, err = nst_train(capsys, tmp_path / "run", "--set", "train.lr=0.003", "--set", "generations=1",
+                          "--set", "train.epochs=1")
+    assert code == 0, err
+    assert (tmp_path / "run" / "gen0" / "meta.json").exists()
 
 
 def test_non_finite_weights_are_caught_before_the_checkpoint():
