@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="subset, corruption and attack seed")
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan (suites, cells, images, cache bytes, estimated time) and exit; writes nothing")
-    run.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                     help="no progress: no bars on a terminal, no per-cell lines when the output is redirected")
+    run.add_argument("--verbose", action="store_true", help="debug log messages (the libraries' too)")
     return p
 
 
@@ -322,8 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     distributed.init()  # under torchrun: each rank scores a shard of every set, rank 0 writes and prints
     main_rank = distributed.is_main()
-    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="nst-eval: %(message)s")
-    logging.getLogger("timm").setLevel(logging.WARNING)  # timm's own load messages repeat what the plan says
+    level = (logging.DEBUG if args.verbose else logging.INFO) if main_rank else logging.WARNING
+    logging.basicConfig(level=level, format="nst-eval: %(message)s")
+    if not args.verbose:
+        logging.getLogger("timm").setLevel(logging.WARNING)  # timm's own load messages repeat what the plan says
     from eval.api import evaluate, summarize
     from eval.context import DataSources, EvalContext, EvalOptions, EvaluationError
     from eval.store import ResultStore

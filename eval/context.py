@@ -17,7 +17,6 @@ from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from eval.datasets import DatasetError, EvalSet, clean_test_set, imagenet_val_set
 from eval.metrics import CALIBRATION_METRICS, Calibration, TopKAccuracy
@@ -25,6 +24,7 @@ from eval.sharding import FollowerStore, all_agree, gather_ordered, merge_accura
 from eval.store import Cell, ResultStore
 from nst_core import distributed
 from nst_core.errors import EvaluationError
+from nst_core.progress import Progress
 
 DEFAULT_EPS = (0.0, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_TRANSFORM = "in memory at the model's input size (nst_core.data.to_model_input)"
@@ -233,8 +233,8 @@ class EvalContext:
         index = None if data.class_index is None else data.class_index.to(self.device)
         bad: list[torch.Tensor] = []
         shard, positions, numbers = rank_batches(data, o.batch_size)
-        bar = tqdm(total=len(shard), desc=cell.describe(), unit="img", disable=not o.progress or not
-                   distributed.is_main(), leave=False, dynamic_ncols=True)
+        bar = Progress(total=len(shard), desc=cell.describe(), unit="img", enabled=o.progress and distributed.is_main(),
+                       leave=False, dynamic_ncols=True)
         pin = self.device.type == "cuda"
         # a file set that fits the decode budget is kept as it streams by (decoding overlaps the forward passes),
         # so the other cells of this model on the same images never decode a file again

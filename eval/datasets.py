@@ -32,13 +32,14 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from eval.corruptions import ENGINE_VERSION
 from nst_core.checkpoint import write_array
 from nst_core.errors import DatasetError
 from nst_core.images import (IMAGE_EXTENSIONS, EvalTransform, ImageError, class_folders, list_images,
                              listing_digest, map_classes)
+from nst_core.progress import Progress
+
 DEFAULT_CACHE = Path(os.environ.get("NST_CACHE_DIR", Path.home() / ".cache" / "nst-robustness"))
 
 
@@ -402,8 +403,8 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
     if images is None:
         parts = []
         keys = data.indices.tolist()
-        bar = tqdm(total=len(data), desc=f"generate {corruption}/{severity} ({backend})", unit="img",
-                   disable=not progress, leave=False)
+        bar = Progress(total=len(data), desc=f"generate {corruption}/{severity} ({backend})", unit="img",
+                       enabled=progress, leave=False)
         for start in range(0, len(data), chunk):
             part = corrupt(data.pixels[start:start + chunk].to(device), corruption, severity,
                            keys[start:start + chunk], seed=seed, backend=backend, preset=preset, rng=rng).cpu()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import sys
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=_seed_list, metavar="K,K,...",
                         help="train one run per seed into <out>/seed<k>/gen<g>/ (overrides the config's seeds:); "
                              "nst-eval --run <out> evaluates them all and nst-report aggregates over seeds")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress: no bars on a terminal, no per-epoch lines when the output is redirected")
+    parser.add_argument("--verbose", action="store_true", help="debug log messages (the libraries' too)")
     return parser
 
 
@@ -83,6 +86,7 @@ def describe_os_error(exc: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="nst-train: %(message)s")
     from nst_core import distributed
     from nst_core.checkpoint import CheckpointError
     from nst_core.data import DataError

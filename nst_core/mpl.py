@@ -31,6 +31,7 @@ from nst_core import distributed
 from nst_core.config import ConfigError, MPLConfig, RunConfig
 from nst_core.data import ImageSet, NSTData
 from nst_core.models import NormalizedClassifier
+from nst_core.progress import Progress
 from nst_core.pseudo import cached_probs
 from nst_core.training import (Augment, TrainSet, build_augment, check_finite_loss, check_finite_weights, cycle_batches,
                                epoch_seed, make_optimizer, plan_batches, seed_everything, smooth_one_hot,
@@ -173,8 +174,8 @@ def train_mpl(student: NormalizedClassifier, teacher: NormalizedClassifier, data
         student.train()
         teacher_net.train()
         sums: dict[str, float] = {}
-        for step in tqdm(range(plan.steps), desc=f"gen{generation} MPL epoch {epoch + 1}/{mpl.epochs}",
-                         unit="step", disable=not progress, leave=False):
+        for step in Progress(range(plan.steps), desc=f"gen{generation} MPL epoch {epoch + 1}/{mpl.epochs}",
+                             unit="step", enabled=progress, leave=False):
             global_step = epoch * plan.steps + step
             student_sched.step_update(global_step)
             teacher_sched.step_update(global_step)

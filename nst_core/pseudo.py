@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from nst_core.checkpoint import read_tensors, write_tensors
 from nst_core.data import ImageSet, iterate_batches
+from nst_core.progress import Progress
 
 
 @dataclass
@@ -40,8 +40,8 @@ def predict_probs(model: nn.Module, images: ImageSet, temperature: float = 1.0, 
     device = torch.device(device)
     out = []
     batches = iterate_batches(images, batch_size)
-    for pixels, _ in tqdm(batches, total=-(-len(images) // batch_size), desc="pseudo-labeling", unit="batch",
-                          disable=not progress, leave=False):
+    for pixels, _ in Progress(batches, total=-(-len(images) // batch_size), desc="pseudo-labeling", unit="batch",
+                              enabled=progress, leave=False):
         x = pixels.to(device, non_blocking=True).float().div_(255)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             logits = model(x)

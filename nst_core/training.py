@@ -36,6 +36,7 @@ from nst_core.config import NoiseConfig, RunConfig, TrainConfig
 from nst_core.data import ImageSet, iterate_batches
 from nst_core.errors import DivergedError
 from nst_core.models import NormalizedClassifier
+from nst_core.progress import Progress
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> scalar
@@ -194,8 +195,8 @@ def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: 
                              if unlabeled is not None else None)
         model.train()
         loss_sum = 0.0
-        bar = tqdm(range(plan.steps), desc=f"gen{generation} epoch {epoch + 1}/{epochs}", unit="step",
-                   disable=not progress, leave=False)
+        bar = Progress(range(plan.steps), desc=f"gen{generation} epoch {epoch + 1}/{epochs}", unit="step",
+                       enabled=progress, leave=False)
         for step in bar:
             global_step = epoch * plan.steps + step
             scheduler.step_update(global_step)

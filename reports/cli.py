@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import sqlite3
 import sys
 from pathlib import Path
@@ -38,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder for report.md, report.html, tables/, figures/")
     parser.add_argument("--baseline", help="model name the changes are measured against (default: the first model)")
     parser.add_argument("--examples", help="image array (.npz with `images`, optional `titles`; or .npy) to show")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--verbose", action="store_true", help="debug log messages (the libraries' too)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="nst-report: %(message)s")
     from reports.assemble import build
 
     try:
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"nst-report: error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_IO
-    print(f"wrote {len(paths)} files; open {paths['report.html']}")
+    if not args.quiet:
+        print(f"wrote {len(paths)} files; open {paths['report.html']}")
     return 0
 
 

@@ -53,3 +53,10 @@ def test_package_imports_are_light() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+@pytest.mark.parametrize("module", ["nst_core.cli", "eval.cli", "reports.cli"])
+def test_quiet_and_verbose_alike_in_every_command(module: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--quiet" in proc.stdout and "--verbose" in proc.stdout

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from eval.context import DEFAULT_TRANSFORM, EvalContext, EvaluationError
 from eval.corruptions.perturbations import GENERATOR_VERSION, cached_sequences, check_perturbation, num_frames
@@ -43,6 +42,7 @@ from eval.sharding import merge_steps
 from eval.suites import PlanItem, register_suite
 from eval.suites.clean import has_clean
 from nst_core import distributed
+from nst_core.progress import Progress
 
 SUITE = "perturbation"
 RAW_METRICS = ("fp", "t5d", "top1")
@@ -173,7 +173,7 @@ def sequence_logits(ctx: EvalContext, sequences: torch.Tensor) -> torch.Tensor:
     for start in range(0, flat.shape[0], ctx.options.batch_size):
         x = flat[start:start + ctx.options.batch_size].to(ctx.device, non_blocking=True).float().div_(255)
         with torch.inference_mode(), ctx.autocast():
-            outputs.append(ctx.model(x).float().cpu())
+            outputs.append(ctx.model(x).float())  # on the device: one copy per step, in the metric
     return torch.cat(outputs).view(sequences.shape[0], sequences.shape[1], -1)
 
 
@@ -188,8 +188,8 @@ def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: st
     acc = PerturbationMetrics(perturbation, difficulty)
     sharded, rank, world = distributed.is_distributed(), distributed.rank(), distributed.world_size()
     mine: list[tuple[int, PerturbationMetrics]] = []
-    bar = tqdm(total=source.n, desc=desc, unit="seq", disable=not ctx.options.progress or rank > 0, leave=False,
-               dynamic_ncols=True)
+    bar = Progress(total=source.n, desc=desc, unit="seq", enabled=ctx.options.progress and rank == 0, leave=False,
+                   dynamic_ncols=True)
     # enough sequences per step that a forward batch is full
     per_step = max(1, ctx.options.batch_size // num_frames(perturbation))
     step = 0
