@@ -142,13 +142,15 @@ def sequence_source(ctx: EvalContext, perturbation: str, difficulty: int, limit:
         start = 0
         for images, labels in ctx.decoded(clean).batches(chunk, o.workers):  # decoded once when it fits, else streamed
             yield cached_sequences(images, perturbation, keys[start:start + len(images)], o.seed, difficulty,
-                                   cache_root), labels
+                                   cache_root, device=ctx.device), labels  # generated on the eval device
             start += len(images)
 
     settings = {"source": "generated", "method": "generate", "generator_version": GENERATOR_VERSION,
+                "generator_device": ctx.device.type,
                 "generated_from": clean.name, "cache": str(cache_root / "perturbation_sequences"),
                 "transform": clean.info.get("transform", DEFAULT_TRANSFORM)}
-    data_id = hashlib.sha1(f"{clean.identity}|{GENERATOR_VERSION}|{o.seed}".encode()).hexdigest()[:16]
+    # the device's random streams differ (CPU vs CUDA generators): it is part of the sequences' identity
+    data_id = hashlib.sha1(f"{clean.identity}|{GENERATOR_VERSION}|{o.seed}|{ctx.device.type}".encode()).hexdigest()[:16]
     return SequenceSource(_dataset_name(f"{clean.name}-p/torch", difficulty), len(clean), generated, settings,
                           lambda model_ctx: model_ctx.check_classes(clean), data_id)
 
