@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from nst_core.config import ConfigError, load_config, yaml_load  # PyYAML only; torch and timm wait until main()
+from nst_core.errors import CheckpointError, DataError, DivergedError
 
 EXIT_BAD_INPUT = 2  # a config, flag, data or checkpoint that cannot be used; training diverged
 EXIT_IO = 1  # the file system refused a read or write (read-only folder, full disk)
@@ -87,16 +88,7 @@ def describe_os_error(exc: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="nst-train: %(message)s")
-    from nst_core import distributed
-    from nst_core.checkpoint import CheckpointError
-    from nst_core.data import DataError
-    from nst_core.training import DivergedError
-    from nst_core.engine import run, run_seeds
-    from nst_core.sweep import run_sweep
-
-    distributed.init()
-    progress = not args.quiet and distributed.is_main()
-    try:
+    try:  # the config is read and checked before torch is imported: a typo in it answers at once
         overrides = parse_overrides(args.set)
         if args.data_dir is not None:
             overrides["data.data_dir"] = args.data_dir
@@ -110,6 +102,19 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds or cfg.seeds
         if args.ablate and seeds:
             raise ConfigError("--ablate with seeds (--seeds or seeds: in the config) is not supported; run one of them")
+    except ConfigError as exc:
+        print(f"nst-train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"nst-train: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_IO
+    from nst_core import distributed
+    from nst_core.engine import run, run_seeds
+    from nst_core.sweep import run_sweep
+
+    distributed.init()
+    progress = not args.quiet and distributed.is_main()
+    try:
         if args.ablate:
             runs = run_sweep(cfg, args.ablate, Path(args.out or "runs"), device=args.device, progress=progress)
         elif seeds:

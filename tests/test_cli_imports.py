@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+QUICK = str(Path(__file__).resolve().parents[1] / "configs" / "quick.yaml")
 
 HEAVY = ("torch", "timm", "pandas", "matplotlib", "torchvision", "torchattacks", "scipy")
 
@@ -36,8 +39,10 @@ def test_help_imports_nothing_heavy(module: str) -> None:
 
 
 @pytest.mark.parametrize(("module", "argv"), [
-    ("nst_core.cli", ["--config", "configs/quick.yaml", "--seeds", "1,x"]),  # a bad flag value
+    ("nst_core.cli", ["--config", QUICK, "--seeds", "1,x"]),  # a bad flag value
     ("nst_core.cli", []),  # --config missing
+    ("nst_core.cli", ["--config", "no-such-config.yaml"]),  # the config is read before torch is imported
+    ("nst_core.cli", ["--config", QUICK, "--set", "train.no_such_key=1"]),  # a key the config does not have
     ("eval.cli", ["--suite", "nonsense"]),
     ("reports.cli", ["--out", "somewhere"]),  # --results missing
 ])

@@ -311,6 +311,9 @@ def test_cli_on_a_store_without_per_image_degrades(stores: list[Path], tmp_path:
                                                     capsys: pytest.CaptureFixture) -> None:
     store = write_store(tmp_path / "bare.sqlite", ["fmnist/gen0", "fmnist/gen1"], per_image=False)
     assert cli.main(["--results", str(store), "--out", str(tmp_path / "out")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert cli.main(["--results", str(store), "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""  # --quiet: nothing but errors
     text = (tmp_path / "out" / "report.md").read_text()
     assert "no `per_image` table" in text
     long = pd.read_csv(tmp_path / "out" / "tables" / "headline_long.csv").set_index(["model", "quantity"])
