@@ -6,7 +6,6 @@ is data-parallel (DDP), pseudo-labeling sharded, and rank 0 alone writes files a
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from nst_core.config import ConfigError, load_config, yaml_load  # PyYAML only; torch and timm wait until main()
-from nst_core.errors import CheckpointError, DataError, DivergedError
+from nst_core.errors import CheckpointError, DataError, DivergedError, describe_os_error
 
 EXIT_BAD_INPUT = 2  # a config, flag, data or checkpoint that cannot be used; training diverged
 EXIT_IO = 1  # the file system refused a read or write (read-only folder, full disk)
@@ -69,20 +68,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
-def describe_os_error(exc: OSError) -> str:
-    """A one-line message for a refused read or write: the path, the reason and what to do."""
-    name = exc.filename if exc.filename is not None else "a file"
-    where = Path(name).parent if isinstance(name, str) and Path(name).name.startswith(".") else name
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return (f"cannot write {where}: {exc.strerror}; free space (or choose another --out), then rerun the same "
-                "command: finished generations and epochs are kept")
-    if exc.errno == errno.EROFS:
-        return f"cannot write {where}: {exc.strerror}; choose another --out"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"{where}: {exc.strerror}; make it writable (readable, for an input file) or choose another --out"
-    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
-        return f"{name}: {exc.strerror}; --out and its parents must be folders"
-    return f"{name}: {exc.strerror or exc}"
+RESUME_AFTER_SPACE = ", then rerun the same command: finished generations and epochs are kept"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nst-train: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(f"nst-train: error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"nst-train: error: {describe_os_error(exc, RESUME_AFTER_SPACE)}", file=sys.stderr)
         return EXIT_IO
     from nst_core import distributed
     from nst_core.engine import run, run_seeds
@@ -127,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nst-train: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(f"nst-train: error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"nst-train: error: {describe_os_error(exc, RESUME_AFTER_SPACE)}", file=sys.stderr)
         return EXIT_IO
     except KeyboardInterrupt:
         print("nst-train: interrupted; run the same command again to resume from the last finished epoch",

@@ -19,7 +19,7 @@ heavy.
 """
 from __future__ import annotations
 
-__all__ = ["NSTError", "ConfigError", "DataError", "DatasetError", "ImageError", "CheckpointError", "DivergedError",
+__all__ = ["describe_os_error", "NSTError", "ConfigError", "DataError", "DatasetError", "ImageError", "CheckpointError", "DivergedError",
            "EvaluationError", "StoreError", "ReportError"]
 
 
@@ -61,3 +61,22 @@ class StoreError(NSTError, ValueError):
 
 class ReportError(NSTError, ValueError):
     """Results stores a report cannot be built from (no models, an unknown baseline, not a results store)."""
+
+
+def describe_os_error(error: OSError, after_space: str = "") -> str:
+    """A one-line message for a refused read or write (the commands' exit-1 errors): the path, the reason and what
+    to do. `after_space` ends the full-disk advice (e.g. that a rerun keeps finished work)."""
+    import errno
+    from pathlib import Path
+
+    name = error.filename if error.filename is not None else "a file"
+    where = Path(name).parent if isinstance(name, str) and Path(name).name.startswith(".") else name
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"cannot write {where}: {error.strerror}; free space or choose another --out{after_space}"
+    if error.errno == errno.EROFS:
+        return f"cannot write {where}: {error.strerror}; choose another --out"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}: {error.strerror}; make it writable (readable, for an input file) or choose another --out"
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"{name}: {error.strerror}; --out and its parents must be folders"
+    return f"{name}: {error.strerror or error}"

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sqlite3
 import sys
 from pathlib import Path
+
+from nst_core.errors import describe_os_error
 
 # pandas, matplotlib and the report modules wait until the arguments are parsed: --help and argument errors answer
 # at once.
 
 EXIT_BAD_INPUT = 2  # a store, flag or file that cannot be used
 EXIT_IO = 1  # the file system refused a write (read-only --out, full disk)
-
-
-def describe_os_error(error: OSError) -> str:
-    """A one-line message for a refused read or write: the path, the reason and what to do."""
-    name = error.filename if error.filename is not None else "a file"
-    where = Path(name).parent if isinstance(name, str) and Path(name).name.startswith(".") else name
-    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return f"cannot write {where}: {error.strerror}; free space or choose another --out"
-    if error.errno == errno.EROFS:
-        return f"cannot write {where}: {error.strerror}; choose another --out"
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return f"{where}: {error.strerror}; make it writable (readable, for an input file) or choose another --out"
-    if error.errno in (errno.EEXIST, errno.ENOTDIR):
-        return f"{name}: {error.strerror}; --out and its parents must be folders"
-    return f"{name}: {error.strerror or error}"
 
 
 def main(argv: list[str] | None = None) -> int:
