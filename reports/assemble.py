@@ -25,8 +25,10 @@ METHODS = (
     "differences of stored values; for accuracies measured on the same images the p-value is McNemar's exact test "
     "(two-sided binomial test on the images that exactly one of the two models gets right). For mCE, relative mCE "
     "and mean corruption accuracy the change gets a paired percentile bootstrap 95% CI (the same resampled images "
-    "for both models). mFR and mT5D get no interval and no test: nst-eval stores no per-sequence flips. No "
-    "correction for multiple comparisons."
+    "for both models). mFR and mT5D carry the interval nst-eval stores with them: a paired percentile bootstrap "
+    "over sequences (the same resampled sequences for the model and the FR baseline), which is also the interval of "
+    "the change against that baseline (100 %); stores written before nst-eval kept per-sequence values have none. "
+    "No correction for multiple comparisons."
 )
 
 

@@ -52,7 +52,7 @@ def build_summary(long: pd.DataFrame, baseline: str | None) -> Summary:
                 if cell and cell["verdict"] == "untested"}
     reasons = []
     if untested & set(PERTURBATION_KEYS):
-        reasons.append("mFR and mT5D of stores without per-sequence flips")
+        reasons.append("mFR and mT5D of stores written without per-sequence values")
     if untested - set(PERTURBATION_KEYS):
         reasons.append("no per-image data on the same images")
     legend = ("✓ better, ✗ worse: the change is resolved (McNemar's exact p < 0.05 for accuracies; for derived "

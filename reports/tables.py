@@ -88,7 +88,8 @@ def headline_long(store: Store, baseline: str | None) -> pd.DataFrame:
             row = rows[rows["model"] == model].head(1)
             if len(row):
                 record = _headline_record(store, quantity, row.iloc[0], rows, baseline)
-                record.update(_interval(quantity, record["value"], record["n"], bootstrapped[model]))
+                if pd.isna(record["ci_low"]):  # mFR / mT5D bring the evaluator's own interval
+                    record.update(_interval(quantity, record["value"], record["n"], bootstrapped[model]))
                 record.update(_delta_interval(quantity, record, paired.get(model, {})))
                 records.append(record)
     return pd.DataFrame(records, columns=[
@@ -434,12 +435,31 @@ def _headline_record(store: Store, quantity: Quantity, row: pd.Series, rows: pd.
     record["delta"] = value - float(base_row["value"].iloc[0])
     if model == baseline:
         record["test"] = "baseline"
+    elif quantity.metric in PERTURBATION:
+        record.update(_perturbation_interval(store, quantity, row, baseline))
     elif not quantity.is_accuracy:
-        record["test"] = "n/a (derived metric: per-sequence flips are not stored)" if quantity.metric in PERTURBATION \
-            else "n/a (derived metric, no paired test)"
+        record["test"] = "n/a (derived metric, no paired test)"
     else:
         record.update(_paired_test(store, model, baseline, row, base_row.iloc[0]))
     return record
+
+
+def _perturbation_interval(store: Store, quantity: Quantity, row: pd.Series, baseline: str) -> dict:
+    """mFR / mT5D: the evaluator's 95 % interval, a paired bootstrap over sequences (rows `<metric>_low/_high`),
+    which is also the change's interval against the FR baseline (whose own value is 100 %) when that baseline is
+    the report's."""
+    results = store.results
+    same = (results["model"] == row["model"]) & (results["dataset"] == row["dataset"]) & results["corruption"].isna()
+    bounds = [results[same & (results["metric"] == f"{quantity.metric}_{side}")]["value"] for side in ("low", "high")]
+    if any(b.empty for b in bounds):
+        return {"test": "n/a (no interval stored: evaluate again with this version of nst-eval)"}
+    settings = row["settings"] if isinstance(row["settings"], dict) else {}
+    if settings.get("baseline") != baseline:
+        return {"test": f"n/a (FR is relative to {settings.get('baseline')}, not {baseline})"}
+    low, high = float(bounds[0].iloc[0]), float(bounds[1].iloc[0])
+    return {"ci_low": low, "ci_high": high, "ci_method": "paired bootstrap over sequences (percentile)",
+            "delta_low": low - 100.0, "delta_high": high - 100.0,
+            "test": "paired bootstrap over sequences (percentile CI of the change)"}
 
 
 def _interval(quantity: Quantity, value: float, n: int | None, bootstrapped: dict) -> dict:

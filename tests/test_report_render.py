@@ -121,8 +121,9 @@ def test_summary_says_which_way_is_better_and_what_is_resolved(long: pd.DataFram
     assert gen2["clean top-1"]["verdict"] == "better" and gen2["clean top-1"]["change"] == "+10 pp, p = 0.002 ✓"
     assert gen1["clean top-1"]["verdict"] == "unresolved"  # 5 discordant images: p = 0.0625
     assert gen2["mCE"]["verdict"] == "better" and "[" in gen2["mCE"]["change"]
-    assert gen2["mFR"]["verdict"] == "untested"
-    assert "? no paired test possible (mFR and mT5D of stores without per-sequence flips)." in summary.legend
+    assert gen2["mFR"]["verdict"] == "better" and gen2["mFR"]["change"] == "-20.0 pp [-30.0, -5.0] ✓"  # stored CI
+    assert gen1["mFR"]["verdict"] == "untested"  # no interval stored for gen1
+    assert "? no paired test possible (mFR and mT5D of stores written without per-sequence values)." in summary.legend
 
 
 def test_runs_that_differ_only_in_seed_get_across_seed_intervals(tmp_path: Path,

@@ -133,7 +133,11 @@ def write_store(path: Path, models: list[str], per_image: bool = True) -> Path:
                 add("perturbation", "gaussian_noise", None, None, None, metric, value, dataset="fashion_mnist-p")
             add("perturbation", "gaussian_noise", None, None, None, "fp", 0.08, dataset="fashion_mnist-p-d2")
             add("perturbation", "brightness", None, None, None, "fp", 0.01, dataset="fashion_mnist-p")
-            add("perturbation", None, None, None, None, "mfr", MFR[model], dataset="fashion_mnist-p")
+            add("perturbation", None, None, None, None, "mfr", MFR[model], dataset="fashion_mnist-p",
+                extra=ce_settings)  # as nst-eval: the FR baseline in the settings
+            if model == "fmnist/gen2":  # the evaluator's paired bootstrap interval over sequences
+                add("perturbation", None, None, None, None, "mfr_low", 70.0, dataset="fashion_mnist-p")
+                add("perturbation", None, None, None, None, "mfr_high", 95.0, dataset="fashion_mnist-p")
     con.commit()
     con.close()
     return path
@@ -195,7 +199,10 @@ def test_paired_test_is_mcnemar_on_the_stored_bits(long: pd.DataFrame) -> None:
     assert long.loc[("fmnist/gen2", "clean_top1"), "p_value"] == pytest.approx(2 * 0.5**10, rel=1e-12)
     assert long.loc[("fmnist/gen2", "clean_top1"), "test"].startswith("McNemar exact")
     assert long.loc[(BASELINE, "clean_top1"), "test"] == "baseline"
-    assert long.loc[("fmnist/gen2", "mfr"), "test"] == "n/a (derived metric: per-sequence flips are not stored)"
+    gen2_mfr = long.loc[("fmnist/gen2", "mfr")]  # the stored interval is the change's, minus the baseline's 100
+    assert (gen2_mfr["ci_low"], gen2_mfr["ci_high"], gen2_mfr["delta_low"], gen2_mfr["delta_high"]) == (70, 95, -30, -5)
+    assert gen2_mfr["test"] == "paired bootstrap over sequences (percentile CI of the change)"
+    assert long.loc[("fmnist/gen1", "mfr"), "test"].startswith("n/a (no interval stored")
 
 
 def test_derived_metric_changes_get_a_paired_bootstrap_interval(long: pd.DataFrame) -> None:
