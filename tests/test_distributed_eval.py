@@ -10,6 +10,7 @@ import sys
 import sqlite3
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -54,7 +55,8 @@ def stored(out: Path) -> tuple[list, list, dict]:
     return rows, per_image, summary
 
 
-def test_two_ranks_store_the_rows_of_one(tmp_path):
+@pytest.mark.usefixtures("one_torch_thread")  # as the torchrun workers (OMP_NUM_THREADS=1): the calibration rows
+def test_two_ranks_store_the_rows_of_one(tmp_path):  # are sums of float logits, so the thread count must match too
     run = make_run(tmp_path)
     cache = ["--cache-dir", str(tmp_path / "cache")]
     assert nst_eval(["--run", str(run), "--out", str(tmp_path / "one"), *ARGS, *cache]) == 0
