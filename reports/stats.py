@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import binomtest
+from scipy.stats import t as student_t
 
 LEVEL = 0.95
 BOOTSTRAP_SAMPLES = 2000
@@ -44,6 +45,14 @@ def accuracy_ci(value_percent: float, n: float | None, level: float = LEVEL) -> 
         return float("nan"), float("nan")
     low, high = clopper_pearson(round(value_percent / 100 * n), int(n), level)
     return 100 * low, 100 * high
+
+
+def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float, float]:
+    """(mean, sample sd, low, high): Student's t interval of the mean of `values` (k >= 2 values, e.g. seeds)."""
+    k = len(values)
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    half = float(student_t.ppf((1 + level) / 2, k - 1)) * sd / math.sqrt(k)
+    return mean, sd, mean - half, mean + half
 
 
 def decimals(n: object) -> int:

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
 
 from reports.corruptions import corruption_sort_key, perturbation_sort_key
 from reports.derived import DERIVED, derived_cis, paired_delta_cis
 from reports.load import Store, cell_key, correctness, run_configs
-from reports.stats import accuracy_ci, decimals, mcnemar_exact
+from reports.stats import accuracy_ci, decimals, mcnemar_exact, t_interval
 
 NOT_RECORDED = "not recorded"
 VERSIONED_PACKAGES = ("torch", "timm", "torchattacks")
@@ -273,12 +272,11 @@ def across_seeds(long: pd.DataFrame, groups: dict[str, list[str]], level: float 
             k = len(values)
             if k < 2:
                 continue
-            mean, sd = float(values.mean()), float(values.std(ddof=1))
-            half = float(student_t.ppf((1 + level) / 2, k - 1)) * sd / np.sqrt(k)
+            mean, sd, low, high = t_interval(values, level)
             records.append({"group": group, "seeds": k, "generation": int(generation), "quantity": quantity,
                             "label": part["label"].iloc[0], "attack": part["attack"].iloc[0],
-                            "eps": part["eps"].iloc[0], "mean": mean, "sd": sd, "ci_low": mean - half,
-                            "ci_high": mean + half, "values": ", ".join(f"{v:.2f}" for v in values)})
+                            "eps": part["eps"].iloc[0], "mean": mean, "sd": sd, "ci_low": low,
+                            "ci_high": high, "values": ", ".join(f"{v:.2f}" for v in values)})
     return pd.DataFrame(records, columns=columns)
 
 
@@ -298,11 +296,10 @@ def seed_changes(long: pd.DataFrame, groups: dict[str, list[str]], level: float 
             k = len(deltas)
             if k < 2:
                 continue
-            mean, sd = float(deltas.mean()), float(deltas.std(ddof=1))
-            half = float(student_t.ppf((1 + level) / 2, k - 1)) * sd / np.sqrt(k)
+            mean, _, low, high = t_interval(deltas, level)
             records.append({"group": group, "seeds": k, "generation": int(generation), "quantity": quantity,
-                            "label": part["label"].iloc[0], "mean_change": mean, "ci_low": mean - half,
-                            "ci_high": mean + half, "changes": ", ".join(f"{d:+.2f}" for d in deltas)})
+                            "label": part["label"].iloc[0], "mean_change": mean, "ci_low": low,
+                            "ci_high": high, "changes": ", ".join(f"{d:+.2f}" for d in deltas)})
     return pd.DataFrame(records, columns=columns)
 
 
