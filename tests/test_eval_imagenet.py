@@ -98,6 +98,17 @@ def test_imagenet_c_reader_gives_the_right_cells_and_ce(imagenet_trees, tmp_path
     assert summary["baseline"].startswith("alexnet") and summary["baseline_clean_error"] == 0.4348
     assert summary["ce"]["saturate"] == pytest.approx(100 * sum(errs["saturate"]) / sum(table["saturate"]))
     assert (tmp_path / "summary.json").exists()
+    # the report computes its intervals from the definition stored with each derived row (no guessing)
+    from reports.derived import derived_cis
+    from reports.load import load_stores
+
+    store = load_stores([tmp_path / "results.sqlite"])
+    mce_row = store.results[store.results["metric"] == "mce"].iloc[0]
+    assert mce_row["settings"]["definition"]["corruptions"] == list(CORRUPTIONS)
+    assert mce_row["settings"]["definition"]["normalisers"]["gaussian_noise"] == pytest.approx(4.43214)
+    cis = derived_cis(store, mce_row["model"])
+    assert set(cis) == {"mce", "relative_mce", "mean_corruption_top1"}
+    assert all(isinstance(ci, tuple) and ci[0] <= ci[1] for ci in cis.values()), cis
     amp = eval.evaluate(Brightness().eval(), {**META, "name": "amp"}, "clean", data=data, amp=True, progress=False)
     assert [r["value"] for r in amp if r["metric"] == "top1"] == [pytest.approx(100 * 5 / 6)]  # bf16 path runs
 

@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 
 import reports
-from reports import cli, tables
+from eval.metrics.corruption import FORMULAS, definition
+from reports import cli, derived, tables
+from reports.derived import derived_cis
 from reports.load import Store, load_stores
-from reports.stats import accuracy_ci, clopper_pearson, mcnemar_exact
+from reports.stats import accuracy_ci, bootstrap_ci, clopper_pearson, mcnemar_exact
 
 N = 100
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -62,6 +64,18 @@ def expected_relative_ce(model: str, corruption: str) -> float:
 def expected_mce(model: str) -> float:
     """Mean CE over the common corruptions present."""
     return float(np.mean([expected_ce(model, c) for c in COMMON_HERE]))
+
+
+def baseline_errors() -> dict[str, list[float]]:
+    """The CE baseline's errors (fractions) per corruption and severity, as nst-eval holds them."""
+    return {c: [(100 - corrupted_top1(BASELINE, c, s)) / 100 for s in SEVERITIES] for c in CORRUPTION_DROP}
+
+
+def with_definition(settings: str, metric: str, corruptions: tuple[str, ...] | list[str]) -> str:
+    """Row settings plus the definition nst-eval records (`eval.metrics.corruption.definition`)."""
+    record = definition(metric, list(corruptions), BASELINE, baseline_errors(), (100 - CLEAN[BASELINE]) / 100,
+                        {"suite": "clean", "dataset": "fashion_mnist", "n": N, "data_id": None})
+    return json.dumps({**json.loads(settings), "definition": record})
 
 
 def bits(correct: int) -> bytes:
@@ -117,14 +131,18 @@ def write_store(path: Path, models: list[str], per_image: bool = True) -> Path:
             for severity in SEVERITIES:
                 top1 = corrupted_top1(model, corruption, severity)
                 add("corruption", corruption, severity, None, None, "top1", float(top1), correct=top1)
-            add("corruption", corruption, None, None, None, "ce", expected_ce(model, corruption), extra=ce_settings)
+            add("corruption", corruption, None, None, None, "ce", expected_ce(model, corruption),
+                extra=with_definition(ce_settings, "ce", [corruption]))
             add("corruption", corruption, None, None, None, "relative_ce", expected_relative_ce(model, corruption),
-                extra=ce_settings)
-        add("corruption", None, None, None, None, "mce", expected_mce(model), extra=ce_settings)
+                extra=with_definition(ce_settings, "relative_ce", [corruption]))
+        add("corruption", None, None, None, None, "mce", expected_mce(model),
+            extra=with_definition(ce_settings, "mce", COMMON_HERE))
         add("corruption", None, None, None, None, "relative_mce",
-            float(np.mean([expected_relative_ce(model, c) for c in COMMON_HERE])), extra=ce_settings)
+            float(np.mean([expected_relative_ce(model, c) for c in COMMON_HERE])),
+            extra=with_definition(ce_settings, "relative_mce", COMMON_HERE))
         add("corruption", None, None, None, None, "mean_corruption_top1",
-            float(np.mean([corrupted_top1(model, c, s) for c in COMMON_HERE for s in SEVERITIES])))
+            float(np.mean([corrupted_top1(model, c, s) for c in COMMON_HERE for s in SEVERITIES])),
+            extra=with_definition(settings, "mean_corruption_top1", COMMON_HERE))
         for attack, eps in ATTACKS:
             top1 = attacked_top1(model, attack, eps)
             add("adversarial", None, None, attack, eps, "top1", float(top1), correct=top1)
@@ -239,6 +257,56 @@ def test_derived_metric_cis_bootstrap_when_bits_reproduce_values(long: pd.DataFr
     assert long.loc[("fmnist/gen1", "mfr"), "ci_method"].startswith("n/a")
     assert long.loc[(BASELINE, "mce"), "ci_method"] == "n/a (the CE baseline itself: 100 by definition)"
     assert long.loc[(BASELINE, "mean_corruption_top1"), "ci_method"].startswith("bootstrap")
+
+
+def test_derived_cis_compute_over_the_stored_definition(tmp_path: Path) -> None:
+    """The mCE row's definition lists 2 of the 4 common corruptions here: its interval is over exactly those."""
+    path = write_store(tmp_path / "subset.sqlite", [BASELINE, "fmnist/gen1"])
+    subset = ("snow", "contrast")
+    value = float(np.mean([expected_ce("fmnist/gen1", c) for c in subset]))
+    ce_settings = json.dumps({"baseline": BASELINE})
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE results SET value = ?, settings = ? WHERE model = 'fmnist/gen1' AND metric = 'mce'",
+                    (value, with_definition(ce_settings, "mce", subset)))
+    store = load_stores([path])
+    denominators = [sum(100 - corrupted_top1(BASELINE, c, s) for s in SEVERITIES) for c in subset]  # percent
+
+    def mce_of_subset(accuracies: np.ndarray) -> np.ndarray:  # [B, 10 cells] -> [B]
+        errors = (100 - accuracies).reshape(-1, len(subset), len(SEVERITIES)).sum(axis=2)
+        return (100 * errors / np.array(denominators)).mean(axis=1)
+
+    cells = [np.arange(N) < corrupted_top1("fmnist/gen1", c, s) for c in subset for s in SEVERITIES]
+    cis = derived_cis(store, "fmnist/gen1")
+    assert cis["mce"] == pytest.approx(bootstrap_ci(cells, mce_of_subset), abs=1e-9)
+    assert isinstance(cis["relative_mce"], tuple)  # its own definition: the 4 corruptions, as stored
+    # the same value with a definition over all 4 is not reproduced by the bits: no interval, not a guess
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE results SET settings = ? WHERE model = 'fmnist/gen1' AND metric = 'mce'",
+                    (with_definition(ce_settings, "mce", COMMON_HERE),))
+    assert derived_cis(load_stores([path]), "fmnist/gen1")["mce"] == \
+        "n/a (stored value not reproducible from per-image data)"
+
+
+def test_store_without_definitions_gives_no_derived_interval(tmp_path: Path) -> None:
+    """An old store (derived rows without a recorded definition) gets n/a with that reason, never a guessed CI."""
+    path = write_store(tmp_path / "old.sqlite", [BASELINE, "fmnist/gen1"])
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE results SET settings = json_remove(settings, '$.definition')")
+        con.execute("UPDATE results SET settings = json_set(settings, '$.definition', json('{\"formula\": \"x\"}')) "
+                    "WHERE model = 'fmnist/gen1' AND metric = 'relative_mce'")
+    store = load_stores([path])
+    cis = derived_cis(store, "fmnist/gen1")
+    assert cis["mce"] == cis["mean_corruption_top1"] == "n/a (definition not recorded)"
+    assert cis["relative_mce"] == ("n/a (definition 'x' is not one this report computes; "
+                                   "'hendrycks2019-relative-mce' is)")
+    long = tables.headline_long(store, BASELINE).set_index(["model", "quantity"])
+    assert long.loc[("fmnist/gen1", "mce"), "ci_method"] == "n/a (definition not recorded)"
+    assert long.loc[("fmnist/gen1", "mce"), "test"] == "n/a (definition not recorded) for the change"
+    assert long.loc[("fmnist/gen1", "mce"), "value"] == pytest.approx(expected_mce("fmnist/gen1"), abs=1e-12)
+
+
+def test_report_knows_the_formulas_the_evaluator_records() -> None:
+    assert derived.FORMULAS == {metric: FORMULAS[metric][0] for metric in derived.DERIVED}
 
 
 def test_corruption_table_has_errors_ce_and_named_baseline(loaded: Store) -> None:

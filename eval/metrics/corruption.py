@@ -10,6 +10,11 @@ percentages (ResNet-50: mCE 76.7). With E[s, c] the top-1 error at severity s of
 The 4 extra corruptions get a CE of their own but never enter mCE. On ImageNet the baseline is AlexNet, whose
 table ships as `eval/data/alexnet_imagenet_c.csv` with clean error `ALEXNET_CLEAN_ERROR` = 0.4348 (0.4345 is
 also published; this project uses 0.4348).
+
+Every derived row the evaluator stores carries its definition in its settings (key "definition", `definition`):
+the formula's name and text, the corruptions and severities averaged, the baseline and its normalisers, whether the
+clean error is subtracted, and the clean cell used. Readers (the report's bootstrap intervals) compute from that
+record rather than guess which variant was used.
 """
 from __future__ import annotations
 
@@ -28,8 +33,54 @@ ALEXNET_NAME = "alexnet (Hendrycks & Dietterich 2019 table)"
 __all__ = [
     "SEVERITIES", "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS",
     "alexnet_errors", "corruption_error", "relative_corruption_error", "mean_ce",
-    "mce", "relative_mce", "mean_corruption_accuracy", "corruption_summary",
+    "mce", "relative_mce", "mean_corruption_accuracy", "corruption_summary", "FORMULAS", "definition",
 ]
+
+FORMULAS: dict[str, tuple[str, str]] = {
+    "ce": ("hendrycks2019-ce", "hendrycks2019 CE: CE_c = 100 * sum_s E[s,c] / normalisers[c], normalisers[c] = "
+           "sum_s E_base[s,c]; E = top-1 error (fraction), s over `severities`"),
+    "relative_ce": ("hendrycks2019-relative-ce", "hendrycks2019 relative CE: rCE_c = 100 * sum_s (E[s,c] - E_clean) "
+                    "/ normalisers[c], normalisers[c] = sum_s (E_base[s,c] - E_base_clean); clean error subtracted; "
+                    "E_clean from the `clean` cell"),
+    "mce": ("hendrycks2019-mce", "hendrycks2019 mCE: sum_s E / sum_s E_base, mean over corruptions: mean over "
+            "`corruptions` of CE_c = 100 * sum_s E[s,c] / normalisers[c], normalisers[c] = sum_s E_base[s,c]; "
+            "E = top-1 error (fraction), s over `severities`"),
+    "relative_mce": ("hendrycks2019-relative-mce", "hendrycks2019 relative mCE: sum_s (E - E_clean) / sum_s (E_base - "
+                     "E_base_clean), mean over corruptions: mean over `corruptions` of rCE_c = 100 * sum_s (E[s,c] - "
+                     "E_clean) / normalisers[c]; clean error subtracted; E_clean from the `clean` cell"),
+    "mean_corruption_top1": ("mean-top1", "mean top-1 accuracy (%) over every (corruption, severity) cell of "
+                             "`corruptions` x `severities`: 100 * (1 - mean E[s,c])"),
+    "mean_corruption_cells": ("mean-over-cells", "plain mean of the cells' metric over the measured (corruption, "
+                              "severity) cells of `corruptions` x `severities`"),
+}
+"""Derived metric -> (formula name, formula text) recorded in its rows' settings ("definition")."""
+
+
+def definition(metric: str, corruptions: Sequence[str], baseline_name: str | None = None,
+               baseline: Mapping[str, Sequence[float]] | None = None, baseline_clean_error: float | None = None,
+               clean: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The complete definition of one derived row, to store in its settings under "definition".
+
+    `metric`: a key of `FORMULAS` ("ce", "relative_ce", "mce", "relative_mce", "mean_corruption_top1", or
+    "mean_corruption_cells" for the calibration means). For the CE family, `baseline` ({corruption: [s1..s5] errors,
+    fractions}) gives `normalisers` {corruption: denominator} (relative ones subtract `baseline_clean_error`) and
+    `baseline_name` names it; relative ones record `clean` (the clean cell: suite, dataset, n, data_id) whose error
+    is subtracted. Raises KeyError for an unknown metric or a corruption missing from the baseline.
+    """
+    formula, text = FORMULAS[metric]
+    record: dict[str, Any] = {"formula": formula, "text": text, "corruptions": list(corruptions),
+                              "severities": list(SEVERITIES)}
+    if metric in ("ce", "relative_ce", "mce", "relative_mce"):
+        relative = metric.startswith("relative")
+        if baseline is None or (relative and baseline_clean_error is None):
+            raise ValueError(f"the definition of {metric} needs the baseline's errors"
+                             f"{' and clean error' if relative else ''}")
+        subtract = float(baseline_clean_error) if relative and baseline_clean_error is not None else 0.0
+        record.update(baseline=baseline_name, clean_error_subtracted=relative,
+                      normalisers={c: math.fsum(e - subtract for e in baseline[c]) for c in corruptions})
+        if relative:
+            record.update(baseline_clean_error=baseline_clean_error, clean=dict(clean or {}))
+    return record
 
 
 def alexnet_errors() -> dict[str, list[float]]:

@@ -26,6 +26,7 @@ import torch
 from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, ENGINE_VERSION, EXTRA_CORRUPTIONS, resolve_settings, rng_tag
 from eval.datasets import corrupted_set, corruption_cache_dir, imagenet_c_set, seeded_subset
 from eval.metrics import ALEXNET_CLEAN_ERROR, ALEXNET_NAME, SEVERITIES, alexnet_errors, corruption_summary
+from eval.metrics.corruption import definition
 from eval.metrics import CALIBRATION_METRICS, mean_corruption_accuracy
 from eval.suites import PlanItem, register_suite
 from eval.suites.clean import has_clean, measure_clean
@@ -165,8 +166,14 @@ def corruption_cells(ctx: EvalContext) -> tuple[str, int, dict[str, list[float]]
     return dataset, n, errors, rows, data_id
 
 
+def _clean_top1(ctx: EvalContext) -> dict[str, Any] | None:
+    """The clean cell's top-1 row (stored or measured), or None without a clean set."""
+    return measure_clean(ctx)["top1"] if has_clean(ctx) else None
+
+
 def _clean_error(ctx: EvalContext) -> float | None:
-    return 1.0 - measure_clean(ctx)["top1"]["value"] / 100.0 if has_clean(ctx) else None
+    row = _clean_top1(ctx)
+    return None if row is None else 1.0 - row["value"] / 100.0
 
 
 @register_suite(SUITE, supports=lambda ctx: ctx.data.imagenet_c is not None or has_clean(ctx),
@@ -175,7 +182,9 @@ def _clean_error(ctx: EvalContext) -> float | None:
 def corruption(ctx: EvalContext) -> list[dict[str, Any]]:
     """Every cell, then the derived CE figures against the baseline."""
     dataset, n, errors, rows, data_id = corruption_cells(ctx)
-    clean_error = _clean_error(ctx)
+    clean_row = _clean_top1(ctx)
+    clean_error = None if clean_row is None else 1.0 - clean_row["value"] / 100.0
+    clean_cell = None if clean_row is None else {k: clean_row.get(k) for k in ("suite", "dataset", "n", "data_id")}
     method = corruption_method(ctx)
     on_imagenet = method != "generate" or ctx.data.val is not None
     base: dict[str, list[float]] | None
@@ -201,21 +210,30 @@ def corruption(ctx: EvalContext) -> list[dict[str, Any]]:
                                      "against them are approximate")
     derived: list[dict[str, Any]] = []
     cell = ctx.cell(SUITE, dataset, data_id=data_id)
+
+    def defined(metric: str, corruptions: list[str], **extra: Any) -> dict[str, Any]:
+        """The row settings plus the metric's complete definition (`eval.metrics.corruption.definition`)."""
+        return {**settings, **extra, "definition": definition(metric, corruptions, base_name, base, base_clean,
+                                                               clean_cell)}
+
     if base is not None:
         summary = corruption_summary(errors, clean_error, base, base_clean)
         for c, v in summary["ce"].items():
-            derived.append(ctx.cell(SUITE, dataset, c, data_id=data_id).row("ce", v, n, settings))
+            derived.append(ctx.cell(SUITE, dataset, c, data_id=data_id).row("ce", v, n, defined("ce", [c])))
         for c, v in (summary["relative_ce"] or {}).items():
-            derived.append(ctx.cell(SUITE, dataset, c, data_id=data_id).row("relative_ce", v, n, settings))
+            derived.append(ctx.cell(SUITE, dataset, c, data_id=data_id).row("relative_ce", v, n,
+                                                                             defined("relative_ce", [c])))
         for metric in ("mce", "relative_mce"):
             if summary[metric] is not None:
-                derived.append(cell.row(metric, summary[metric], n, settings))
+                derived.append(cell.row(metric, summary[metric], n, defined(metric, list(CORRUPTIONS))))
     if all(c in errors for c in CORRUPTIONS):
-        derived.append(cell.row("mean_corruption_top1", mean_corruption_accuracy(errors), n, settings))
+        derived.append(cell.row("mean_corruption_top1", mean_corruption_accuracy(errors, CORRUPTIONS), n,
+                                defined("mean_corruption_top1", list(CORRUPTIONS))))
     for metric in CALIBRATION_METRICS:  # calibration under shift: the mean over every measured cell
-        values = [r["value"] for r in rows if r["metric"] == metric and r["severity"] is not None]
-        if values:
-            derived.append(cell.row(f"mean_corruption_{metric}", sum(values) / len(values), n,
-                                    {**settings, "cells": len(values)}))
+        measured = [r for r in rows if r["metric"] == metric and r["severity"] is not None]
+        if measured:
+            names = list(dict.fromkeys(r["corruption"] for r in measured))
+            derived.append(cell.row(f"mean_corruption_{metric}", sum(r["value"] for r in measured) / len(measured),
+                                    n, defined("mean_corruption_cells", names, cells=len(measured))))
     ctx.store.write(derived)
     return rows + derived
