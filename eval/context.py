@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from eval.datasets import DatasetError, EvalSet, clean_test_set, imagenet_val_set
-from eval.metrics import CALIBRATION_METRICS, Calibration, TopKAccuracy
-from eval.sharding import FollowerStore, all_agree, gather_ordered, merge_accuracy, rank_batches
+from eval.metrics import CALIBRATION_METRICS, Calibration, NonFiniteLogits, TopKAccuracy
+from eval.sharding import FollowerStore, all_agree, rank_batches
 from eval.store import Cell, ResultStore
 from nst_core import distributed
 from nst_core.errors import EvaluationError
@@ -226,12 +226,13 @@ class EvalContext:
 
         `calibration`, when given, accumulates ECE / NLL / Brier from the same logits (gathered in dataset order
         under torchrun, so the figures are bit-identical to one process).
-        Under torchrun each rank scores its own batches (`eval.sharding`) and all get the merged accumulator.
+        Under torchrun each rank scores its own batches (`eval.sharding`) and every metric is synced
+        (`Metric.sync(positions)`), so all ranks get the whole set's accumulators.
         """
         o = self.options
         acc = TopKAccuracy((1, 5), keep_per_image=True)
         index = None if data.class_index is None else data.class_index.to(self.device)
-        bad: list[torch.Tensor] = []
+        bad = NonFiniteLogits()
         shard, positions, numbers = rank_batches(data, o.batch_size)
         bar = Progress(total=len(shard), desc=cell.describe(), unit="img", enabled=o.progress and distributed.is_main(),
                        leave=False, dynamic_ncols=True)
@@ -253,7 +254,7 @@ class EvalContext:
                 logits = self.model(x)
                 if index is not None:
                     logits = logits.index_select(1, index)
-            bad.append(~torch.isfinite(logits).all(dim=1))
+            bad.update(logits)
             acc.update(logits, y)  # outside inference_mode: the accumulator's state stays a normal tensor
             if calibration is not None:
                 calibration.update(logits, y)
@@ -261,13 +262,13 @@ class EvalContext:
         bar.close()
         if keep:
             self._decoded[data.identity] = replace(data, images=torch.cat(keep), files=None, read=None)
-        acc = merge_accuracy(acc, positions)
-        if calibration is not None and distributed.is_distributed():  # per image, back in dataset order
-            calibration.set_per_image({k: gather_ordered(v, positions) for k, v in calibration.per_image().items()})
-        nonfinite = gather_ordered(torch.cat(bad) if bad else torch.zeros(0, dtype=torch.bool), positions)
-        if bool(nonfinite.any()):
-            which = data.indices[nonfinite.cpu()][:5].tolist()
-            raise EvaluationError(f"{cell.describe()}: the model gave NaN/inf logits for {int(nonfinite.sum())} "
+        for metric in (acc, calibration, bad):  # across ranks: counts summed, per-image values in dataset order
+            if metric is not None:
+                metric.sync(positions)
+        nonfinite = bad.compute()  # positions in `data`
+        if nonfinite.numel():
+            which = data.indices[nonfinite][:5].tolist()
+            raise EvaluationError(f"{cell.describe()}: the model gave NaN/inf logits for {nonfinite.numel()} "
                                   f"images (dataset indices {which}...); check the checkpoint (weights with NaN?) "
                                   "or evaluate without --amp. Cells already stored are kept.")
         return acc

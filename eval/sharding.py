@@ -2,8 +2,10 @@
 
 A set is cut into the batches one process would use (`batch_size` consecutive images); batch b goes to rank
 b mod world_size, keeping its batch number (attacks seed by it), so every image is scored exactly as in one
-process. Counts are all-reduced and per-image results all-gathered back into dataset order, so every rank holds
-the single-process numbers; rank 0 alone writes the results store (`rank_store`). Single-process: no-ops.
+process. `rank_batches` gives each rank its images and their positions in the set; the metrics merge themselves
+across ranks with `Metric.sync(positions)` (`eval.metrics.base`: counts all-reduced, per-image values gathered back
+into dataset order), so every rank holds the single-process numbers. Rank 0 alone writes the results store
+(`rank_store`); `all_agree` lets ranks skip or compute a cell together. Single-process: no-ops.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from typing import Any
 import torch
 
 from eval.datasets import EvalSet
-from eval.metrics import TopKAccuracy
 from eval.store import ResultStore
 from nst_core import distributed
 
@@ -28,43 +29,6 @@ def rank_batches(data: EvalSet, batch_size: int) -> tuple[EvalSet, torch.Tensor,
     spans = [torch.arange(b * batch_size, min((b + 1) * batch_size, n)) for b in numbers]
     positions = torch.cat(spans) if spans else torch.empty(0, dtype=torch.long)
     return data.subset(positions), positions, numbers
-
-
-def gather_ordered(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Every rank's `values` (one per image at `positions`) gathered and put back in dataset order."""
-    if not distributed.is_distributed():
-        return values
-    dtype = values.dtype
-    gathered = distributed.all_gather(values.to(torch.uint8) if dtype == torch.bool else values)
-    order = distributed.all_gather(positions.to(values.device)).argsort()
-    return gathered[order].to(dtype)
-
-
-def merge_accuracy(acc: TopKAccuracy, positions: torch.Tensor) -> TopKAccuracy:
-    """The accumulator of the whole set from each rank's: counts summed, per-image correctness in dataset order."""
-    if not distributed.is_distributed():
-        return acc
-    merged = TopKAccuracy(acc.topk, keep_per_image=acc.keep_per_image)
-    merged.correct, merged.total = distributed.all_reduce(acc.correct), distributed.all_reduce(acc.total)
-    if acc.keep_per_image:
-        merged._per_image = [gather_ordered(acc.per_image(), positions)]  # one block, already in dataset order
-    return merged
-
-
-def merge_steps(acc: Any, steps: list[tuple[int, Any]]) -> None:
-    """Fold every rank's per-step accumulators (`state()` of scalar tensors) into `acc`, in step order.
-
-    Adding the steps' sums one by one in the order one process would gives bit-identical float sums.
-    """
-    names = list(acc.state())
-    local = torch.tensor([[float(part.state()[name]) for name in names] for _, part in steps],
-                         dtype=torch.float64).reshape(-1, len(names))
-    numbers = distributed.all_gather(torch.tensor([number for number, _ in steps], dtype=torch.long))
-    values = distributed.all_gather(local)
-    for row in values[numbers.argsort()]:
-        for name, value in zip(names, row):
-            current = getattr(acc, name)
-            setattr(acc, name, current + value.to(current.dtype))
 
 
 def all_agree(flag: bool) -> bool:

@@ -1,4 +1,5 @@
-"""Streaming calibration metrics in the torchmetrics shape (`update`, `compute`, `reset`, `merge`): ECE, NLL, Brier.
+"""Streaming calibration metrics, an `eval.metrics.base.Metric` (`update`, `compute`, `reset`, `merge`, `sync`): ECE,
+NLL, Brier.
 
 Definitions (softmax probabilities p of the logits the accuracy is scored on, e.g. after ImageNet-A's 200-class
 mask; confidence = max_k p_k, prediction = argmax_k p_k):
@@ -11,19 +12,23 @@ mask; confidence = max_k p_k, prediction = argmax_k p_k):
 - `nll`: mean negative log-likelihood of the true class, -log p_y (nats), from `log_softmax` (no log of 0).
 - `brier`: mean over images of sum_k (p_k - 1[k = y])^2 (Brier 1950, multi-class form; 0 best, 2 worst).
 
-State is four float64 values per image (its bin, top-1 hit, NLL, Brier), summed in image order by `compute`, so
-shards gathered back into dataset order (`per_image` / `set_per_image`, as `eval.sharding.gather_ordered` does
-under torchrun) give bit-identical results to one process; memory is 32 bytes per image.
+State is five float64 values per image ("cat" states `bin`, `confidence`, `correct`, `nll`, `brier`), summed in
+image order by `compute`, so shards gathered back into dataset order by `sync(positions)` under torchrun give
+bit-identical results to one process; memory is 40 bytes per image.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from eval.metrics.base import Metric
 
 N_BINS = 15
 CALIBRATION_METRICS = ("ece", "nll", "brier")
 
 
-class Calibration:
+class Calibration(Metric):
     """ECE (percent, 15 equal-width bins), NLL and Brier score accumulated batch by batch without host syncs."""
 
     KEYS = ("bin", "confidence", "correct", "nll", "brier")
@@ -31,12 +36,14 @@ class Calibration:
     def __init__(self, n_bins: int = N_BINS) -> None:
         if n_bins < 1:
             raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        super().__init__()
         self.n_bins = int(n_bins)
-        self.reset()
+        for key in self.KEYS:
+            self.add_state(key, torch.zeros(0, dtype=torch.float64), "cat")
 
-    def reset(self) -> None:
-        """Forget everything seen so far."""
-        self._parts: dict[str, list[torch.Tensor]] = {k: [] for k in self.KEYS}
+    def config(self) -> dict[str, Any]:
+        """The number of bins."""
+        return {"n_bins": self.n_bins}
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -55,31 +62,20 @@ class Calibration:
                   "nll": -logp.gather(1, target.view(-1, 1)).squeeze(1).double(),
                   "brier": (p - onehot).pow(2).sum(dim=1).double()}
         for key, value in values.items():
-            self._parts[key].append(value)
+            self.append(key, value)
 
     def per_image(self) -> dict[str, torch.Tensor]:
-        """The per-image values {bin, confidence, correct, nll, brier} (float64 [n] each) in the order seen."""
-        return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in self._parts.items()}
-
-    def set_per_image(self, values: dict[str, torch.Tensor]) -> None:
-        """Replace the state by per-image values (e.g. every rank's, gathered back into dataset order)."""
-        self._parts = {k: [values[k].to(torch.float64)] for k in self.KEYS}
-
-    def merge(self, other: "Calibration") -> "Calibration":
-        """Fold another accumulator (e.g. another rank's shard, later in index order) into this one."""
-        if other.n_bins != self.n_bins:
-            raise ValueError(f"cannot merge {other.n_bins} bins into {self.n_bins}")
-        for key in self.KEYS:
-            self._parts[key].extend(other._parts[key])
-        return self
+        """The per-image values {bin, confidence, correct, nll, brier} (float64 [n] each) in the order seen (after
+        `sync`: dataset order)."""
+        return {k: self.values(k) for k in self.KEYS}
 
     def compute(self) -> dict[str, float]:
         """{'ece': percent, 'nll': nats, 'brier': 0..2}; raises if nothing was seen."""
-        v = self.per_image()
+        v = {k: t.cpu() for k, t in self.per_image().items()}  # on the CPU: CUDA's index_add_ adds in any order
         n = v["nll"].numel()
         if n == 0:
             raise ValueError("calibration of an empty set: no image was evaluated")
-        gap = torch.zeros(self.n_bins, dtype=torch.float64, device=v["nll"].device)
+        gap = torch.zeros(self.n_bins, dtype=torch.float64)
         gap.index_add_(0, v["bin"].long(), v["correct"] - v["confidence"])
         return {"ece": 100.0 * float(gap.abs().sum()) / n, "nll": float(v["nll"].sum()) / n,
                 "brier": float(v["brier"].sum()) / n}
@@ -87,7 +83,7 @@ class Calibration:
     @property
     def n(self) -> int:
         """Number of images seen."""
-        return sum(int(t.numel()) for t in self._parts["nll"])
+        return int(self.values("nll").numel())
 
 
 def calibration(logits: torch.Tensor, target: torch.Tensor, n_bins: int = N_BINS) -> dict[str, float]:

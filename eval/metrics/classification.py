@@ -1,28 +1,37 @@
-"""Streaming top-k accuracy in the torchmetrics shape: `update`, `compute`, `reset`, `merge`.
+"""Streaming top-k accuracy (`TopKAccuracy`) and the per-image non-finite-logits check (`NonFiniteLogits`).
 
-State is a few integer tensors (`correct`, `total`), so ranks can all-reduce them (sum) and get the same result as
-one process; per-image top-1 correctness is kept optionally (for paired tests between models on the same images).
+Both are `eval.metrics.base.Metric`s: `update`, `compute`, `reset`, `merge`, `sync`. Top-k accuracy's state is
+integer counters ("sum": `correct` per k, `total`), so ranks all-reduce them and get the one process's result;
+per-image top-1 correctness ("cat": `hit`) is kept optionally (for paired tests between models on the same images)
+and gathered back into dataset order by `sync(positions)`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
+from eval.metrics.base import Metric
 
-class TopKAccuracy:
+
+class TopKAccuracy(Metric):
     """Top-k accuracy (percent) for several k at once, accumulated batch by batch without host syncs."""
 
+    correct: torch.Tensor  # "sum": images right, per k
+    total: torch.Tensor  # "sum": images seen
+
     def __init__(self, topk: Sequence[int] = (1, 5), keep_per_image: bool = False) -> None:
+        super().__init__()
         self.topk = tuple(int(k) for k in topk)
         self.keep_per_image = keep_per_image
-        self.reset()
+        self.add_state("correct", torch.zeros(len(self.topk), dtype=torch.long), "sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), "sum")
+        if keep_per_image:
+            self.add_state("hit", torch.zeros(0, dtype=torch.bool), "cat")  # top-1 correct, per image
 
-    def reset(self) -> None:
-        """Forget everything seen so far."""
-        self.correct = torch.zeros(len(self.topk), dtype=torch.long)
-        self.total = torch.zeros((), dtype=torch.long)
-        self._per_image: list[torch.Tensor] = []
+    def config(self) -> dict[str, Any]:
+        """The k and whether per-image correctness is kept."""
+        return {"topk": self.topk, "keep_per_image": self.keep_per_image}
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -37,16 +46,7 @@ class TopKAccuracy:
         self.correct += cum.index_select(1, cols).gt(0).sum(dim=0)
         self.total += target.numel()
         if self.keep_per_image:
-            self._per_image.append(hits[:, 0])
-
-    def merge(self, other: "TopKAccuracy") -> "TopKAccuracy":
-        """Fold another accumulator (e.g. another rank's shard, later in index order) into this one."""
-        if other.topk != self.topk:
-            raise ValueError(f"cannot merge top-k {other.topk} into {self.topk}")
-        self.correct += other.correct.to(self.correct.device)
-        self.total += other.total.to(self.total.device)
-        self._per_image.extend(other._per_image)
-        return self
+            self.append("hit", hits[:, 0])
 
     def compute(self) -> dict[str, float]:
         """{'top1': percent, 'top5': percent, ...}; raises if nothing was seen."""
@@ -61,10 +61,29 @@ class TopKAccuracy:
         return int(self.total)
 
     def per_image(self) -> torch.Tensor:
-        """Top-1 correctness per image (bool [n]) in the order seen; needs keep_per_image=True."""
+        """Top-1 correctness per image (bool [n], CPU) in the order seen (after `sync`: dataset order); needs
+        keep_per_image=True (RuntimeError otherwise)."""
         if not self.keep_per_image:
             raise RuntimeError("per-image correctness was not kept (keep_per_image=False)")
-        return torch.cat([p.cpu() for p in self._per_image]) if self._per_image else torch.zeros(0, dtype=torch.bool)
+        return self.values("hit").cpu()
+
+
+class NonFiniteLogits(Metric):
+    """Which images got NaN or infinite logits: one bool per image ("cat" state `bad`)."""
+
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("bad", torch.zeros(0, dtype=torch.bool), "cat")
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor) -> None:
+        """Add a batch of logits [B, K]."""
+        self.append("bad", ~torch.isfinite(logits).all(dim=1))
+
+    def compute(self) -> torch.Tensor:
+        """Positions (int [m], CPU, ascending) of the images with a non-finite logit, in the order seen."""
+        return self.values("bad").cpu().nonzero().flatten()
 
 
 def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1, 5)) -> dict[str, float]:

@@ -11,20 +11,22 @@ Definitions (Hendrycks & Dietterich 2019 and their reference evaluation code):
   Averaged over the pairs of a sequence, then over sequences.
 * FR_p = FP_p / FP_p(baseline); mFR = mean FR over the 10 evaluated perturbations; T5D likewise (mT5D).
   Both are reported in percent (x 100), like the published ResNet-50 mFR 58.0 and mT5D 78.4.
+
+`PerturbationMetrics` is an `eval.metrics.base.Metric`: per-sequence FP and T5D are "cat" states (the bootstrap's
+units, summed in sequence order by `compute`), the sequence and frame counts "sum" states, so `sync(positions)`
+under torchrun gives every rank the one process's figures, bit for bit.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-EVALUATED_PERTURBATIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "spatter",
-    "brightness", "translate", "rotate", "tilt", "scale",
-)
-EXTRA_PERTURBATIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "snow", "shear")
-ALL_PERTURBATIONS: tuple[str, ...] = EVALUATED_PERTURBATIONS + EXTRA_PERTURBATIONS
+from eval.corruptions.catalog import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, EXTRA_PERTURBATIONS  # the names
+from eval.metrics.base import Metric
+
 TOP_K = 5
 
 
@@ -92,33 +94,32 @@ def _top5_distance(order: torch.Tensor, ranks: torch.Tensor, noise: bool, diffic
     return distance.double().mean(dim=1)
 
 
-class PerturbationMetrics:
+class PerturbationMetrics(Metric):
     """Streaming FP, T5D and frame top-1 of one perturbation: `update` per batch of sequences, `compute`, `reset`.
 
-    The state is five scalar tensors (sums and counts), so memory does not grow with the dataset and two
-    accumulators over disjoint sequences `merge` exactly.
+    State: per-sequence `fp` and `t5d` (float64 [n], "cat"; 16 bytes per sequence) and the counters `sequences`,
+    `correct`, `frames` ("sum"). Two accumulators over consecutive parts of the stream `merge` into the one of the
+    whole stream.
     """
+
+    sequences: torch.Tensor  # "sum": sequences seen
+    correct: torch.Tensor  # "sum": labelled frames whose top-1 is the label
+    frames: torch.Tensor  # "sum": labelled frames
 
     def __init__(self, perturbation: str, difficulty: int = 1) -> None:
         """Accumulate the perturbation named `perturbation` (its name picks the pairing rule) at `difficulty`."""
+        super().__init__()
         self.perturbation = perturbation
         self.noise = is_noise_perturbation(perturbation)
         self.difficulty = difficulty
-        self.reset()
+        for name in ("fp", "t5d"):
+            self.add_state(name, torch.zeros(0, dtype=torch.float64), "cat")
+        for name in ("sequences", "correct", "frames"):
+            self.add_state(name, torch.zeros((), dtype=torch.long), "sum")
 
-    def reset(self) -> None:
-        """Clear the state."""
-        self.fp_sum = torch.zeros((), dtype=torch.float64)
-        self.t5d_sum = torch.zeros((), dtype=torch.float64)
-        self.sequences = torch.zeros((), dtype=torch.long)
-        self.correct = torch.zeros((), dtype=torch.long)
-        self.frames = torch.zeros((), dtype=torch.long)
-        self.per_sequence: dict[str, list[torch.Tensor]] = {"fp": [], "t5d": []}  # for the bootstrap intervals
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """The state tensors, by name."""
-        return {"fp_sum": self.fp_sum, "t5d_sum": self.t5d_sum, "sequences": self.sequences,
-                "correct": self.correct, "frames": self.frames}
+    def config(self) -> dict[str, Any]:
+        """The perturbation and difficulty (they decide the frame pairs)."""
+        return {"perturbation": self.perturbation, "difficulty": self.difficulty}
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Add sequences: logits [B, T, K] (frames in order), labels [B] for the frame top-1 (optional)."""
@@ -128,28 +129,20 @@ class PerturbationMetrics:
         order, ranks = ordinal_ranks(logits)
         earlier, later = frame_pairs(logits.shape[1], self.noise, self.difficulty)
         top1 = order[..., 0]
-        fp = (top1[:, earlier] != top1[:, later]).double().mean(dim=1)
-        t5d = _top5_distance(order, ranks, self.noise, self.difficulty)
-        self.fp_sum += fp.sum()
-        self.t5d_sum += t5d.sum()
-        self.per_sequence["fp"].append(fp)
-        self.per_sequence["t5d"].append(t5d)
-        self.sequences += logits.shape[0]
         if labels is not None:
             labels = labels.detach().cpu().long().view(-1, 1)
             if labels.shape[0] != logits.shape[0]:
                 raise ValueError(f"{labels.shape[0]} labels for {logits.shape[0]} sequences")
+        self.append("fp", (top1[:, earlier] != top1[:, later]).double().mean(dim=1))
+        self.append("t5d", _top5_distance(order, ranks, self.noise, self.difficulty))
+        self.sequences += logits.shape[0]
+        if labels is not None:
             self.correct += (top1 == labels).sum()
             self.frames += top1.numel()
 
-    def merge(self, other: PerturbationMetrics) -> None:
-        """Add another accumulator's state (same perturbation and difficulty) into this one."""
-        if (other.perturbation, other.difficulty) != (self.perturbation, self.difficulty):
-            raise ValueError("can only merge accumulators of the same perturbation and difficulty")
-        for name, value in other.state().items():
-            setattr(self, name, getattr(self, name) + value)
-        for key, parts in other.per_sequence.items():
-            self.per_sequence[key].extend(parts)
+    def per_sequence(self) -> dict[str, list[float]]:
+        """Per-sequence fp and t5d in the order seen (after `sync`: sequence order); the bootstrap's units."""
+        return {k: self.values(k).tolist() for k in ("fp", "t5d")}
 
     def compute(self) -> dict[str, float]:
         """{"fp": fraction, "t5d": mean distance, "top1": percent of frames (NaN without labels), "n": sequences}."""
@@ -157,13 +150,8 @@ class PerturbationMetrics:
         if n == 0:
             raise ValueError(f"no sequences accumulated for {self.perturbation}")
         frames = int(self.frames)
-        return {"fp": float(self.fp_sum) / n, "t5d": float(self.t5d_sum) / n,
+        return {"fp": float(self.values("fp").sum()) / n, "t5d": float(self.values("t5d").sum()) / n,
                 "top1": 100.0 * int(self.correct) / frames if frames else math.nan, "n": n}
-
-
-def sequence_values(acc: PerturbationMetrics) -> dict[str, list[float]]:
-    """Per-sequence fp and t5d in the order seen (one process; the bootstrap's units)."""
-    return {k: torch.cat(v).tolist() if v else [] for k, v in acc.per_sequence.items()}
 
 
 def bootstrap_relative_mean(own: Mapping[str, Sequence[float]], base: Mapping[str, Sequence[float]],

@@ -18,9 +18,9 @@ import torch
 from eval.attacks import ATTACKS, AttackSpec, attack_images, zero_gradient_mask
 from eval.context import EvalContext
 from eval.datasets import seeded_subset
+from eval.metrics import ZeroGradient
 from eval.suites import PlanItem, register_suite
 from eval.suites.clean import NEEDS_VAL, has_clean
-from nst_core import distributed
 
 
 IMAGENET_ATTACK_LIMIT = 1000  # default attacked images on ImageNet (a seeded subset of the clean set)
@@ -79,16 +79,15 @@ def adversarial(ctx: EvalContext) -> list[dict[str, Any]]:
         data = data.subset(seeded_subset(len(data), limit, o.seed))
     rows: list[dict[str, Any]] = []
     for spec in attack_specs(ctx):
-        zero = torch.zeros(2, dtype=torch.long)  # [images with an all-zero input gradient, images attacked]
+        zero = ZeroGradient()  # of this rank's batches; synced (all-reduced) when the cell is done
 
         def perturb(x: torch.Tensor, y: torch.Tensor, b: int, spec: AttackSpec = spec,
-                    zero: torch.Tensor = zero) -> torch.Tensor:
-            zero += torch.tensor([int(zero_gradient_mask(ctx.model, x, y, o.amp).sum()), x.shape[0]])
+                    zero: ZeroGradient = zero) -> torch.Tensor:
+            zero.update(zero_gradient_mask(ctx.model, x, y, o.amp))
             return attack_images(ctx.model, spec, x, y, seed=o.seed * 1_000_003 + b, amp=o.amp)
 
-        def extra(zero: torch.Tensor = zero) -> dict[str, float]:
-            counts = distributed.all_reduce(zero) if distributed.is_distributed() else zero
-            return {"zero_gradient": 100.0 * float(counts[0]) / max(int(counts[1]), 1)}
+        def extra(zero: ZeroGradient = zero) -> dict[str, float]:
+            return zero.sync().compute()
 
         cell = ctx.cell("adversarial", data.name, attack=spec.name, eps=spec.eps, data_id=data.identity)
         rows += ctx.measure(cell, len(data), data, spec.settings(), perturb, extra=extra,

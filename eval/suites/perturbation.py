@@ -31,14 +31,12 @@ from eval.datasets import DEFAULT_CACHE, seeded_subset
 from eval.imagenet_p import imagenet_p_sequences
 from eval.metrics.perturbation import (
     bootstrap_relative_mean,
-    sequence_values,
     ALL_PERTURBATIONS,
     EVALUATED_PERTURBATIONS,
     PerturbationMetrics,
     mean_over_perturbations,
     relative_to_baseline,
 )
-from eval.sharding import merge_steps
 from eval.suites import PlanItem, register_suite
 from eval.suites.clean import has_clean
 from nst_core import distributed
@@ -182,52 +180,38 @@ def sequence_logits(ctx: EvalContext, sequences: torch.Tensor) -> torch.Tensor:
 def measure_sequences(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
                       desc: str) -> dict[str, Any]:
     """Stream the source's sequences through the model: {"fp", "t5d", "top1", "n", "per_sequence"} (per-sequence
-    fp and t5d lists for the bootstrap, gathered in step order under torchrun).
+    fp and t5d lists for the bootstrap, in sequence order).
 
-    Under torchrun step s is scored by rank s mod world_size, and the steps' sums are merged in step order.
+    Under torchrun step s is scored by rank s mod world_size; the metric is then synced by the sequences' positions
+    (`Metric.sync`), so every rank gets the one process's figures.
     """
     source.class_check(ctx)
     acc = PerturbationMetrics(perturbation, difficulty)
-    sharded, rank, world = distributed.is_distributed(), distributed.rank(), distributed.world_size()
-    mine: list[tuple[int, PerturbationMetrics]] = []
+    rank, world = distributed.rank(), distributed.world_size()
+    mine: list[torch.Tensor] = []  # positions (in the source) of the sequences this rank scored
     bar = Progress(total=source.n, desc=desc, unit="seq", enabled=ctx.options.progress and rank == 0, leave=False,
                    dynamic_ncols=True)
     # enough sequences per step that a forward batch is full
     per_step = max(1, ctx.options.batch_size // num_frames(perturbation))
-    step = 0
+    step = seen = 0
     for sequences, labels in source.batches(per_step):
         for start in range(0, sequences.shape[0], per_step):
             part, part_labels = sequences[start:start + per_step], labels[start:start + per_step]
             number, step = step, step + 1
+            first, seen = seen, seen + part.shape[0]
             bar.update(part.shape[0])
             if number % world != rank:
                 continue
-            into = PerturbationMetrics(perturbation, difficulty) if sharded else acc
             logits = sequence_logits(ctx, part)
             try:
-                into.update(logits, part_labels if bool((part_labels >= 0).all()) else None)
+                acc.update(logits, part_labels if bool((part_labels >= 0).all()) else None)
             except ValueError as exc:
                 raise EvaluationError(f"{desc}: {exc}. Check the checkpoint or evaluate without --amp. Cells "
                                       "already stored are kept.") from None
-            if sharded:
-                mine.append((number, into))
+            mine.append(torch.arange(first, seen))
     bar.close()
-    if sharded:
-        merge_steps(acc, mine)
-        return {**acc.compute(), "per_sequence": _gathered_sequences(mine)}
-    return {**acc.compute(), "per_sequence": sequence_values(acc)}
-
-
-def _gathered_sequences(mine: list[tuple[int, PerturbationMetrics]]) -> dict[str, list[float]]:
-    """Every rank's per-sequence fp / t5d, gathered and put back in step order (the order of one process)."""
-    rows = []
-    for number, part in mine:
-        v = sequence_values(part)
-        rows.append(torch.tensor([[number, i, fp, t5d] for i, (fp, t5d) in enumerate(zip(v["fp"], v["t5d"]))],
-                                 dtype=torch.float64).reshape(-1, 4))
-    gathered = distributed.all_gather(torch.cat(rows) if rows else torch.zeros(0, 4, dtype=torch.float64))
-    order = sorted(range(gathered.shape[0]), key=lambda j: (float(gathered[j, 0]), float(gathered[j, 1])))
-    return {"fp": [float(gathered[j, 2]) for j in order], "t5d": [float(gathered[j, 3]) for j in order]}
+    acc.sync(torch.cat(mine) if mine else torch.zeros(0, dtype=torch.long))
+    return {**acc.compute(), "per_sequence": acc.per_sequence()}
 
 
 def raw_values(ctx: EvalContext, source: SequenceSource, perturbation: str, difficulty: int,
