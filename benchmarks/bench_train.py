@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nst_core.config import ModelSpec, config_from_dict
-from nst_core.data import ImageSet
+from nst_core.imagesets import ImageSet
 from nst_core.models import NormalizedClassifier, create_model
 from nst_core.pseudo import predict_probs
 from nst_core.training import TrainSet, train_generation

@@ -1,4 +1,5 @@
-"""Evaluation data, all as labeled uint8 [N, C, H, W] batches at the model's input size (models take [0, 1]).
+"""Evaluation data, all as `nst_core.imagesets.ImageSet`s (the type training reads too): labeled uint8 [N, C, H, W]
+batches at the model's input size (models take [0, 1]), in memory or as image files read by the set's transform.
 
 - `clean_test_set`: a run's untouched test set through `nst_core.data.load_test_set`.
 - `imagenet_val_set`: ImageFolder val through the model's own eval transform (`nst_core.images.EvalTransform`:
@@ -24,136 +25,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from eval.corruptions import ENGINE_VERSION
-from nst_core.checkpoint import write_array
-from nst_core.errors import DatasetError
-from nst_core.images import (IMAGE_EXTENSIONS, EvalTransform, ImageError, class_folders, list_images,
-                             listing_digest, map_classes)
-from nst_core.progress import Progress
+from nst_common.errors import DatasetError
+from nst_common.files import write_array
+from nst_core.images import IMAGE_EXTENSIONS, EvalTransform, class_folders, list_images, listing_digest, map_classes
+from nst_core.imagesets import ImageSet
+from nst_common.progress import Progress
 
 DEFAULT_CACHE = Path(os.environ.get("NST_CACHE_DIR", Path.home() / ".cache" / "nst-robustness"))
-
-
-@dataclass
-class EvalSet:
-    """Labeled uint8 images for evaluation, in memory (`images`) or as files read by `read` in a DataLoader.
-
-    `indices` are the dataset indices of the items (fixed order; keys for per-image seeding and pairing);
-    `class_index`, when set, selects and orders the model's logits before comparing with `labels` (ImageNet-A).
-    `source_id` fingerprints where the images come from (file list, class mapping, transform; or the pixels of an
-    in-memory set); `identity` adds the name and the subset: it is the `data_id` of every cell measured on it.
-    """
-
-    name: str
-    labels: torch.Tensor
-    num_classes: int
-    indices: torch.Tensor
-    images: torch.Tensor | None = None
-    files: list[Path] | None = None
-    read: Callable[[Path], torch.Tensor] | None = None
-    class_index: torch.Tensor | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    source_id: str = ""
-
-    def __len__(self) -> int:
-        return int(self.labels.numel())
-
-    @property
-    def pixels(self) -> torch.Tensor:
-        """The images in memory (uint8 [N, C, H, W]): those of a `materialize()`d set. ValueError on a file set."""
-        if self.images is None:
-            raise ValueError(f"{self.name}: the images are files, not in memory; materialize() the set first")
-        return self.images
-
-    def subset(self, positions: torch.Tensor) -> "EvalSet":
-        """The items at `positions` (positions in this set, not dataset indices)."""
-        pos = torch.as_tensor(positions, dtype=torch.long)
-        return replace(self, labels=self.labels[pos], indices=self.indices[pos],
-                       images=None if self.images is None else self.images[pos],
-                       files=None if self.files is None else [self.files[i] for i in pos.tolist()])
-
-    def batches(self, batch_size: int, workers: int | None = None,
-                pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(uint8 [B, C, H, W], int64 [B]) in index order: memory slices, or files through a DataLoader.
-
-        `workers`: DataLoader processes decoding files (None: `default_workers(len(self))`); `pin_memory` for
-        fast, asynchronous copies to a GPU.
-        """
-        if self.images is not None:
-            for start in range(0, len(self), batch_size):
-                yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
-            return
-        workers = default_workers(len(self)) if workers is None else workers
-        assert self.files is not None and self.read is not None  # a set holds images in memory or files to read
-        loader = DataLoader(_FileDataset(self.files, self.labels, self.read), batch_size=batch_size, shuffle=False,
-                            num_workers=workers, persistent_workers=False, pin_memory=pin_memory,
-                            prefetch_factor=4 if workers else None)
-        yield from loader
-
-    @property
-    def decoded_bytes(self) -> int:
-        """Bytes this set takes decoded in memory (uint8 at its images' or its transform's size)."""
-        if self.images is not None:
-            return self.images.numel()
-        size = (self.info.get("transform") or {}).get("input_size") or [3, 224, 224]
-        return len(self) * int(np.prod(size))
-
-    def materialize(self, batch_size: int = 256, workers: int | None = None) -> "EvalSet":
-        """The same set with every image in memory (uint8)."""
-        if self.images is not None:
-            return self
-        images = torch.cat([x for x, _ in self.batches(batch_size, workers)]) if len(self) else torch.zeros(0)
-        return replace(self, images=images, files=None, read=None)
-
-    @property
-    def identity(self) -> str:
-        """The exact images and labels this set holds: sha1 over name, source_id, indices and labels (16 hex)."""
-        if not self.source_id:
-            object.__setattr__(self, "source_id", self.content_digest())
-        h = hashlib.sha1(f"{self.name}|{self.source_id}|".encode())
-        h.update(self.indices.numpy().astype(np.int64).tobytes())
-        h.update(self.labels.numpy().astype(np.int64).tobytes())
-        return h.hexdigest()[:16]
-
-    def content_digest(self) -> str:
-        """sha1 over the images, labels and indices (keys the corruption cache)."""
-        data = self.materialize()
-        h = hashlib.sha1()
-        for t in (data.pixels, data.labels, data.indices):
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
-
-
-class _FileDataset(Dataset):
-    def __init__(self, files: list[Path], labels: torch.Tensor, read: Callable[[Path], torch.Tensor]) -> None:
-        self.files, self.labels, self.read = files, labels, read
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.read(self.files[i]), self.labels[i]
-
-
-SMALL_SET = 1024  # files: fewer are read in-process (starting worker processes would cost more than they save)
-
-
-def default_workers(files: int) -> int:
-    """DataLoader workers for `files` image files: the CPUs this process may use, at most 8; 0 for small sets."""
-    if files < SMALL_SET:
-        return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus))
 
 
 def seeded_subset(n: int, limit: int | None, seed: int = 0) -> torch.Tensor:
@@ -166,15 +53,15 @@ def seeded_subset(n: int, limit: int | None, seed: int = 0) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:limit].sort().values
 
 
-def _limited(data: EvalSet, limit: int | None, seed: int) -> EvalSet:
+def _limited(data: ImageSet, limit: int | None, seed: int) -> ImageSet:
     return data if limit is None or limit >= len(data) else data.subset(seeded_subset(len(data), limit, seed))
 
 
 # ---------------------------------------------------------------------------------------------- the run's own data
 
-def clean_test_set(meta: Mapping[str, Any], limit: int | None = None, seed: int = 0) -> EvalSet:
+def clean_test_set(meta: Mapping[str, Any], limit: int | None = None, seed: int = 0) -> ImageSet:
     """The run's untouched test set (from the checkpoint's config) at the model's input size."""
-    from nst_core.data import iterate_batches, load_test_set
+    from nst_core.data import load_test_set
 
     config = meta.get("config") or {}
     data_cfg = config.get("data", config) if isinstance(config, Mapping) else config
@@ -184,21 +71,18 @@ def clean_test_set(meta: Mapping[str, Any], limit: int | None = None, seed: int 
     positions = seeded_subset(len(image_set), limit, seed)
     if len(positions) < len(image_set):
         image_set = image_set.subset(positions)
-    images = image_set.images
-    if images is None:
-        images = torch.cat([x for x, _ in iterate_batches(image_set, 256)])
-    name = str(image_set.name).removesuffix("-test")
-    info = {} if image_set.paths is None else {"root": str(data_cfg.get("test_dir")) if isinstance(data_cfg, Mapping)
-                                               else None, "transform": image_set.transform.settings()}
-    return EvalSet(name=name, labels=image_set.labels.long(), num_classes=int(image_set.num_classes),
-                   indices=positions.clone(), images=images, info=info)
+    transform = image_set.transform if image_set.files is not None else None  # files are read by it
+    info = {} if transform is None else {"root": str(data_cfg.get("test_dir")) if isinstance(data_cfg, Mapping)
+                                         else None, "transform": transform.settings()}
+    # decoded in memory, in-process (the identity of an in-memory set is its pixels); the name drops "-test"
+    return replace(image_set.materialize(256, workers=0), name=str(image_set.name).removesuffix("-test"), info=info)
 
 
 # ------------------------------------------------------------------------------------------------ ImageNet readers
 
 def _folder_set(root: Path, name: str, transform: EvalTransform, meta: Mapping[str, Any], limit: int | None,
-                seed: int, what: str, classes: Sequence[str] | None = None) -> EvalSet:
-    """An ImageFolder tree as an EvalSet, class folders mapped by name against the model's class list.
+                seed: int, what: str, classes: Sequence[str] | None = None) -> ImageSet:
+    """An ImageFolder tree as an ImageSet, class folders mapped by name against the model's class list.
 
     `classes` overrides the model's list (ImageNet-A: its 200 wnids, labels 0..199). The set's identity covers
     the file list, the class mapping and the transform, so other images can never read back these cells.
@@ -223,9 +107,9 @@ def _folder_set(root: Path, name: str, transform: EvalTransform, meta: Mapping[s
     mapping = ",".join(f"{f}={label_of[f]}" for f in folders)
     digest = hashlib.sha1(f"{root.resolve()}|{listing_digest(listing)}|{mapping}|{transform.digest()}".encode())
     source = digest.hexdigest()[:16]  # the folder, its file list (no stat calls), the class mapping, the transform
-    data = EvalSet(name=name, labels=torch.tensor(labels, dtype=torch.long), num_classes=num_classes,
-                   indices=torch.arange(len(files)), files=files, read=_Reader(transform), source_id=source,
-                   info={"root": str(root), "classes": len(folders), "transform": transform.settings()})
+    data = ImageSet(name=name, labels=torch.tensor(labels, dtype=torch.long), num_classes=num_classes,
+                    indices=torch.arange(len(files)), files=files, transform=transform, source_id=source,
+                    info={"root": str(root), "classes": len(folders), "transform": transform.settings()})
     return _limited(data, limit, seed)
 
 
@@ -239,19 +123,6 @@ def model_classes(meta: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
-class _Reader:
-    """`EvalTransform` with `ImageError` turned into `DatasetError` (picklable for DataLoader workers)."""
-
-    def __init__(self, transform: EvalTransform) -> None:
-        self.transform = transform
-
-    def __call__(self, path: Path) -> torch.Tensor:
-        try:
-            return self.transform(path)
-        except ImageError as exc:
-            raise DatasetError(str(exc)) from None
-
-
 def val_transform(meta: Mapping[str, Any]) -> EvalTransform:
     """The model's own eval transform (timm's `create_transform` with the meta's size, crop_pct, crop_mode and
     interpolation): ImageNet val, ImageNet-A and any other folder of full-size photographs."""
@@ -259,7 +130,7 @@ def val_transform(meta: Mapping[str, Any]) -> EvalTransform:
 
 
 def imagenet_val_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
-                     seed: int = 0) -> EvalSet:
+                     seed: int = 0) -> ImageSet:
     """ImageNet val (or a subset of its class folders, or ImageNetV2's numeric folders) with the model's transform."""
     return _folder_set(Path(root), "imagenet", val_transform(meta), meta, limit, seed, "ImageNet val")
 
@@ -279,7 +150,7 @@ def official_224_transform(meta: Mapping[str, Any], method: str) -> EvalTransfor
 
 
 def imagenet_c_set(root: str | os.PathLike, corruption: str, severity: int, meta: Mapping[str, Any],
-                   limit: int | None = None, seed: int = 0, method: str = "crop") -> EvalSet:
+                   limit: int | None = None, seed: int = 0, method: str = "crop") -> ImageSet:
     """One (corruption, severity) cell of ImageNet-C (`official_224_transform(method)`); errors name a missing
     folder."""
     cell = Path(root) / corruption / str(severity)
@@ -309,7 +180,7 @@ def imagenet_a_synsets() -> list[str]:
 
 
 def imagenet_a_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
-                   seed: int = 0) -> EvalSet:
+                   seed: int = 0) -> ImageSet:
     """ImageNet-A (`<root>/<wnid>/*`): labels 0..199, `class_index` = the 200-logit mask."""
     data = _folder_set(Path(root), "imagenet-a", val_transform(meta), meta, limit, seed, "ImageNet-A",
                        classes=imagenet_a_synsets())
@@ -328,7 +199,7 @@ def imagenet_r_synsets() -> list[str]:
 
 
 def imagenet_r_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
-                   seed: int = 0) -> EvalSet:
+                   seed: int = 0) -> ImageSet:
     """ImageNet-R (renditions, `<root>/<wnid>/*`): labels 0..199, `class_index` = the 200-logit mask."""
     data = _folder_set(Path(root), "imagenet-r", val_transform(meta), meta, limit, seed, "ImageNet-R",
                        classes=imagenet_r_synsets())
@@ -337,7 +208,7 @@ def imagenet_r_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int 
 
 
 def imagenet_sketch_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
-                        seed: int = 0) -> EvalSet:
+                        seed: int = 0) -> ImageSet:
     """ImageNet-Sketch (`<root>/<wnid>/*`, ImageNet-1k's classes, any subset) with the model's eval transform."""
     return _folder_set(Path(root), "imagenet-sketch", val_transform(meta), meta, limit, seed, "ImageNet-Sketch")
 
@@ -353,7 +224,7 @@ def imagenet_v2_variant(root: str | os.PathLike) -> str:
 
 
 def imagenet_v2_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
-                    seed: int = 0) -> EvalSet:
+                    seed: int = 0) -> ImageSet:
     """One ImageNetV2 variant (`<root>/<class index 0..999>/*`, numeric folders are class indices)."""
     data = _folder_set(Path(root), "imagenet-v2", val_transform(meta), meta, limit, seed, "ImageNet-V2")
     data.info["variant"] = imagenet_v2_variant(root)
@@ -362,7 +233,7 @@ def imagenet_v2_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int
 
 # ------------------------------------------------------------------------------------- generated corruption sets
 
-def corruption_cache_dir(clean: EvalSet, backend: str, seed: int, cache_dir: str | os.PathLike | None = None,
+def corruption_cache_dir(clean: ImageSet, backend: str, seed: int, cache_dir: str | os.PathLike | None = None,
                          preset: str | None = None, rng: str | None = None) -> Path:
     """Where the generated sets of `clean` live: keyed by dataset, input size, n, content digest, backend, engine
     version (`eval.corruptions.ENGINE_VERSION`), preset and random stream (`eval.corruptions.rng_tag`; both left out
@@ -374,10 +245,10 @@ def corruption_cache_dir(clean: EvalSet, backend: str, seed: int, cache_dir: str
     return root / "corruptions" / f"{clean.name}-{c}x{h}x{w}-n{len(data)}-{data.content_digest()}" / generator
 
 
-def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str = "torch", seed: int = 0,
+def corrupted_set(clean: ImageSet, corruption: str, severity: int, backend: str = "torch", seed: int = 0,
                   cache_dir: str | os.PathLike | None = None, chunk: int = 500, progress: bool = True,
                   directory: Path | None = None, preset: str | None = None, rng: str | None = None,
-                  device: str | torch.device | None = None) -> EvalSet:
+                  device: str | torch.device | None = None) -> ImageSet:
     """`clean` corrupted by `eval.corruptions.corrupt` (keys = dataset indices), from the disk cache when there.
 
     `preset` / `rng`: the engine's corruption strengths and random-number mode (None: its defaults for the images'
@@ -420,7 +291,7 @@ def corrupted_set(clean: EvalSet, corruption: str, severity: int, backend: str =
 
 
 __all__ = [
-    "DatasetError", "EvalSet", "seeded_subset", "clean_test_set", "val_transform", "official_224_transform",
+    "DatasetError", "seeded_subset", "clean_test_set", "val_transform", "official_224_transform",
     "imagenet_val_set", "imagenet_c_set", "imagenet_a_set", "imagenet_a_mask", "imagenet_a_synsets",
     "imagenet_r_set", "imagenet_r_mask", "imagenet_r_synsets", "imagenet_sketch_set", "imagenet_v2_set",
     "imagenet_v2_variant", "IMAGENET_V2_VARIANTS",

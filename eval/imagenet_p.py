@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from eval.datasets import DatasetError, default_workers, model_classes, seeded_subset
-from nst_core.images import class_folders, listing_digest, map_classes
+from eval.datasets import DatasetError, model_classes, seeded_subset
 from eval.metrics.perturbation import ALL_PERTURBATIONS, is_noise_perturbation
+from nst_core.images import class_folders, listing_digest, map_classes
+from nst_core.imagesets import default_workers
 
 VIDEO_EXTENSIONS = (".mp4",)
 
@@ -111,7 +112,7 @@ class VideoSequences:
 
     def batches(self, batch_size: int, workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 [B, T, C, H, W], int64 [B]) in order; a batch holds videos of equal length only. `workers`
-        None: `eval.datasets.default_workers`, a video counting as its 31 frames."""
+        None: `nst_core.imagesets.default_workers`, a video counting as its 31 frames."""
         workers = default_workers(31 * len(self)) if workers is None else workers
         loader = DataLoader(_Videos(self), batch_size=None, shuffle=False, num_workers=workers)
         videos: list[torch.Tensor] = []

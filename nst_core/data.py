@@ -13,16 +13,17 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
+from nst_common.errors import DataError
+from nst_common.seeding import derive_seed
 from nst_core.config import DataConfig
-from nst_core.errors import DataError
-from nst_core.images import IMAGE_EXTENSIONS, EvalTransform, ImageError, class_folders, list_images
+from nst_core.images import IMAGE_EXTENSIONS, EvalTransform, class_folders, list_images
+from nst_core.imagesets import ImageSet
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -34,56 +35,6 @@ FASHION_MNIST_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
-
-
-class ImageSet(Dataset):
-    """Labeled images (label -1 where unknown): in memory as uint8 [N, C, H, W] or read lazily from files."""
-
-    def __init__(
-        self,
-        labels: torch.Tensor,
-        num_classes: int,
-        name: str,
-        images: torch.Tensor | None = None,
-        paths: list[Path] | None = None,
-        input_size: tuple[int, ...] | None = None,
-        transform: EvalTransform | None = None,
-        classes: list[str] | None = None,
-    ) -> None:
-        if (images is None) == (paths is None):
-            raise ValueError("give either images or paths")
-        if images is None and input_size is None:
-            raise ValueError("image paths need the input_size (C, H, W) they are read at")
-        self.labels = labels.long()
-        self.num_classes = num_classes
-        self.name = name
-        self.images = images
-        self.paths = paths
-        self.input_size = tuple(images.shape[1:]) if images is not None else tuple(input_size or ())
-        self.transform = transform or EvalTransform(tuple(self.input_size))
-        self.classes = classes or [str(i) for i in range(num_classes)]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        if self.images is not None:
-            return self.images[index], int(self.labels[index])
-        assert self.paths is not None  # an ImageSet holds images or paths (checked in __init__)
-        try:
-            return self.transform(self.paths[index]), int(self.labels[index])
-        except ImageError as exc:
-            raise DataError(str(exc)) from None
-
-    def subset(self, indices: torch.Tensor | list[int]) -> "ImageSet":
-        """The images at `indices`, in that order."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return ImageSet(
-            labels=self.labels[idx], num_classes=self.num_classes, name=self.name,
-            images=None if self.images is None else self.images[idx],
-            paths=None if self.paths is None else [self.paths[i] for i in idx.tolist()],
-            input_size=self.input_size, transform=self.transform, classes=self.classes,
-        )
 
 
 @dataclass
@@ -111,7 +62,7 @@ def prepare_data(cfg: DataConfig, seed: int) -> NSTData:
     else:
         pool = train.subset(unlabeled_idx)
     if cfg.unlabeled_limit is not None and cfg.unlabeled_limit < len(pool):
-        gen = torch.Generator().manual_seed(seed + 1)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "unlabeled limit"))
         keep = torch.randperm(len(pool), generator=gen)[: cfg.unlabeled_limit].sort().values
         pool = pool.subset(keep)
     return NSTData(labeled=train.subset(labeled_idx), unlabeled=pool, test=test)
@@ -128,16 +79,6 @@ def load_test_set(data_cfg: DataConfig | dict[str, Any], input_size: list[int] |
         labels = read_idx(root, FASHION_MNIST_FILES["test_labels"])
         return _fashion_set(images, labels, cfg, "fashion_mnist-test")
     return _folder_set(cfg.test_dir, cfg, "test_dir")
-
-
-def iterate_batches(images: ImageSet, batch_size: int, num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 [B, C, H, W], int64 [B]) in index order; slices memory directly, files through a DataLoader."""
-    if images.images is not None:
-        for start in range(0, len(images), batch_size):
-            yield images.images[start:start + batch_size], images.labels[start:start + batch_size]
-        return
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    yield from loader
 
 
 def to_model_input(images: torch.Tensor, input_size: list[int] | tuple[int, ...]) -> torch.Tensor:
@@ -279,8 +220,8 @@ def _folder_set(root: str | None, cfg: DataConfig, key: str, classes: list[str] 
                         f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folders")
     paths = [Path(root) / folder / name for folder, names in listing for name in names]
     labels = [i for i, (_, names) in enumerate(listing) for _ in names]
-    return ImageSet(torch.tensor(labels), len(found), Path(root).name, paths=paths, input_size=tuple(cfg.input_size),
-                    transform=image_transform(cfg), classes=found)
+    return ImageSet(torch.tensor(labels), len(found), Path(root).name, files=paths, transform=image_transform(cfg),
+                    classes=found)
 
 
 def _folder_unlabeled(cfg: DataConfig) -> ImageSet:
@@ -291,5 +232,4 @@ def _folder_unlabeled(cfg: DataConfig) -> ImageSet:
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise DataError(f"data.unlabeled_dir {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return ImageSet(torch.full((len(paths),), -1), 0, root.name, paths=paths,
-                    input_size=tuple(cfg.input_size), transform=image_transform(cfg))
+    return ImageSet(torch.full((len(paths),), -1), 0, root.name, files=paths, transform=image_transform(cfg))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from eval.context import EvalContext, EvalOptions
-from eval.datasets import EvalSet
+from nst_core.imagesets import ImageSet
 from eval.metrics import Calibration, calibration
 from eval.store import ResultStore
 from eval.suites import SUITES
@@ -75,9 +75,9 @@ def test_streaming_ece_matches_torchmetrics_and_numpy_and_shards_merge():
     assert whole.n == 500 and got["ece"] > 1.0  # random logits are miscalibrated: the test can fail
 
 
-def _tiny_set() -> EvalSet:
+def _tiny_set() -> ImageSet:
     images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    return EvalSet(name="tiny", labels=LABELS.clone(), num_classes=2, indices=torch.arange(10), images=images)
+    return ImageSet(name="tiny", labels=LABELS.clone(), num_classes=2, indices=torch.arange(10), images=images)
 
 
 META = {"name": "fixed", "num_classes": 2, "input_size": [3, 8, 8], "sha256": "f" * 64}

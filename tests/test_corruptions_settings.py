@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 from eval.corruptions import ENGINE_VERSION, corrupt
-from eval.datasets import EvalSet, corrupted_set
+from eval.datasets import corrupted_set
+from nst_core.imagesets import ImageSet
 
 
-def _toy(size: int) -> EvalSet:
+def _toy(size: int) -> ImageSet:
     g = torch.Generator().manual_seed(0)
     images = (torch.rand(4, 3, size, size, generator=g) * 255).to(torch.uint8)
-    return EvalSet(name="toy", labels=torch.tensor([0, 1, 2, 3]), num_classes=4, indices=torch.arange(10, 14),
+    return ImageSet(name="toy", labels=torch.tensor([0, 1, 2, 3]), num_classes=4, indices=torch.arange(10, 14),
                    images=images)
 
 

@@ -75,7 +75,7 @@ def test_ema_warms_up_so_a_short_run_does_not_keep_the_random_init(tmp_path):
     from pathlib import Path
 
     from nst_core import load_config
-    from nst_core.data import ImageSet
+    from nst_core.imagesets import ImageSet
     from nst_core.models import NormalizedClassifier
     from nst_core.training import TrainSet, train_generation
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from eval.context import EvalContext, EvalOptions
-from eval.datasets import EvalSet
+from nst_core.imagesets import ImageSet
 from eval.metrics.perturbation import EVALUATED_PERTURBATIONS
 from eval.store import ResultStore
 from eval.suites import SUITES
@@ -23,10 +23,10 @@ def meta(name: str) -> dict:
 
 
 @pytest.fixture()
-def clean() -> EvalSet:
+def clean() -> ImageSet:
     gen = torch.Generator().manual_seed(0)
     images = (torch.rand(5, 3, 16, 16, generator=gen) * 255).to(torch.uint8)
-    return EvalSet(name="toy", labels=torch.tensor([0, 1, 2, 3, 4]), num_classes=5, indices=torch.arange(5),
+    return ImageSet(name="toy", labels=torch.tensor([0, 1, 2, 3, 4]), num_classes=5, indices=torch.arange(5),
                    images=images)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from nst_core.data import ImageSet
+from nst_core.imagesets import ImageSet
 from nst_core.pseudo import filter_and_balance, make_targets, pool_accuracy, predict_probs
 
 

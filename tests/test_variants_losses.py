@@ -11,8 +11,9 @@ from torch import nn
 
 from nst_core.checkpoint import load_state
 from nst_core.config import KDConfig, MPLConfig, config_from_dict
-from nst_core.data import ImageSet, NSTData
+from nst_core.data import NSTData
 from nst_core.distill import distillation_loss, kd_kl, kd_losses
+from nst_core.imagesets import ImageSet
 from nst_core.models import NormalizedClassifier
 from nst_core.mpl import MLPTeacher, MPLBatch, mpl_step, train_mpl
 from nst_core.training import make_optimizer

@@ -25,7 +25,7 @@ and decorate a function taking an `eval.context.EvalContext` and returning resul
   `robustness` a suite that cannot run is skipped with its reason (listed in summary.json), a suite asked for by
   name is an error, so nothing is measured before every argument and folder has been checked.
 - Models on [0, 1] images, normalising inside; images from `ctx.clean_set()` or `eval.datasets` are uint8
-  batches (`EvalSet.batches`); `ctx.measure(cell, n, data)` does the whole top-1/top-5 loop and storage.
+  batches (`ImageSet.batches`); `ctx.measure(cell, n, data)` does the whole top-1/top-5 loop and storage.
 - The rows a suite returns feed `summary.json` (`eval.api.summarize`); metric names follow docs/contracts.md.
 """
 from __future__ import annotations

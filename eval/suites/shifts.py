@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from eval.context import EvalContext
-from eval.datasets import EvalSet, imagenet_r_set, imagenet_sketch_set, imagenet_v2_set
+from eval.datasets import imagenet_r_set, imagenet_sketch_set, imagenet_v2_set
 from eval.suites import PlanItem, register_suite
+from nst_core.imagesets import ImageSet
 
 SUITE = "shifts"
 
 
-def _readers(ctx: EvalContext) -> list[tuple[str, Any, Callable[..., EvalSet], dict[str, Any]]]:
+def _readers(ctx: EvalContext) -> list[tuple[str, Any, Callable[..., ImageSet], dict[str, Any]]]:
     d = ctx.data
     return [(name, root, reader, extra) for name, root, reader, extra in (
         ("imagenet-r", d.imagenet_r, imagenet_r_set, {"mask": "timm/data/_info/imagenet_r_indices.txt"}),
@@ -23,7 +24,7 @@ def _readers(ctx: EvalContext) -> list[tuple[str, Any, Callable[..., EvalSet], d
     ) if root is not None]
 
 
-def shift_sets(ctx: EvalContext) -> list[tuple[EvalSet, dict[str, Any]]]:
+def shift_sets(ctx: EvalContext) -> list[tuple[ImageSet, dict[str, Any]]]:
     """Every given shift dataset (folder listings only: cheap) with the settings its cell records."""
     o = ctx.options
     out = []
