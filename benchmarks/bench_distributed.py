@@ -41,7 +41,7 @@ def worker(args: argparse.Namespace) -> None:
     from eval.api import evaluate
     from eval.context import EvalOptions
     from eval.datasets import clean_test_set
-    from nst_core.data import ImageSet
+    from nst_core.imagesets import ImageSet
     from nst_core.models import model_from_meta
     from nst_core.pseudo_shards import sharded_probs
 

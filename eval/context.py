@@ -18,13 +18,14 @@ from typing import Any, Callable, Mapping, Sequence, cast
 import torch
 from torch import nn
 
-from eval.datasets import DatasetError, EvalSet, clean_test_set, imagenet_val_set
+from eval.datasets import DatasetError, clean_test_set, imagenet_val_set
 from eval.metrics import CALIBRATION_METRICS, Calibration, NonFiniteLogits, TopKAccuracy
 from eval.sharding import FollowerStore, all_agree, rank_batches
 from eval.store import Cell, ResultStore
 from nst_core import distributed
 from nst_core.errors import EvaluationError
 from nst_core.progress import Progress
+from nst_core.imagesets import ImageSet
 
 DEFAULT_EPS = (0.0, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_TRANSFORM = "in memory at the model's input size (nst_core.data.to_model_input)"
@@ -89,7 +90,7 @@ class EvalContext:
     def __init__(self, model: nn.Module, meta: Mapping[str, Any], store: ResultStore | FollowerStore | None = None,
                  data: DataSources | None = None, options: EvalOptions | None = None,
                  baseline: str | tuple[nn.Module, Mapping[str, Any]] | None = None,
-                 clean: EvalSet | None = None) -> None:
+                 clean: ImageSet | None = None) -> None:
         self.model = model
         self.meta = dict(meta)
         self.store = store if store is not None else ResultStore(None)
@@ -104,7 +105,7 @@ class EvalContext:
         self.generation = self.meta.get("generation")
         self.counts = {"computed": 0, "stored": 0}  # cells measured vs read back (resume)
         self._measured: dict[tuple[Cell, int], dict[str, dict[str, Any]]] = {}  # this evaluation's cells
-        self._decoded: dict[str, EvalSet] = {}  # file sets decoded in memory, by identity (`decoded`)
+        self._decoded: dict[str, ImageSet] = {}  # file sets decoded in memory, by identity (`decoded`)
         if self.model.training:
             raise EvaluationError(f"{self.model_name}: the model is in train mode; evaluation needs model.eval()")
         if self.device.type == "cuda":  # the layout convolutions run fastest in on a GPU; results are the same
@@ -118,7 +119,7 @@ class EvalContext:
         config names its data; a timm model has none)."""
         return self._clean is not None or self.data.val is not None or bool((self.meta.get("config") or {}).get("data"))
 
-    def clean_set(self) -> EvalSet:
+    def clean_set(self) -> ImageSet:
         """The clean test set (ImageNet val when --val is given, else the run's test set), `limit` applied."""
         if self._clean is None:
             if self.data.val is not None:
@@ -130,7 +131,7 @@ class EvalContext:
                 self._clean = clean_test_set(self.meta, self.options.limit, self.options.seed)
         return self._clean
 
-    def decoded(self, data: EvalSet) -> EvalSet:
+    def decoded(self, data: ImageSet) -> ImageSet:
         """`data` with its images decoded in memory, once per model, when it fits `decode_budget` (the attack
         suite's 10 cells, generated sets and the examples then read each file once); else `data` (streamed)."""
         if data.images is not None or data.decoded_bytes > self.options.decode_budget:
@@ -143,7 +144,7 @@ class EvalContext:
     def cell(self, suite: str, dataset: str, corruption: str | None = None, severity: int | None = None,
              attack: str | None = None, eps: float | None = None, data_id: str | None = None) -> Cell:
         """The store key of one measurement of this model: the weights' sha256 and the images' `data_id`
-        (`EvalSet.identity`, or a generated set's id) tell apart what names alone would not."""
+        (`ImageSet.identity`, or a generated set's id) tell apart what names alone would not."""
         return Cell(self.model_name, self.sha256, self.run, self.generation, suite, dataset, corruption,
                     None if severity is None else int(severity), attack, None if eps is None else float(eps),
                     data_id)
@@ -155,7 +156,7 @@ class EvalContext:
                 "input_size": self.meta.get("input_size"), "weights": self.meta.get("weights")}
         return {**base, **extra}
 
-    def check_classes(self, data: EvalSet) -> None:
+    def check_classes(self, data: ImageSet) -> None:
         """A model whose class count does not fit the dataset is an error naming both."""
         k = int(self.meta.get("num_classes") or 0)
         root = data.info.get("root", data.name)
@@ -176,7 +177,7 @@ class EvalContext:
             return None
         return {r["metric"]: r for r in self.store.cell_rows(cell, n)}
 
-    def measure(self, cell: Cell, n: int | None, data: Callable[[], EvalSet] | EvalSet,
+    def measure(self, cell: Cell, n: int | None, data: Callable[[], ImageSet] | ImageSet,
                 settings: Mapping[str, Any] | None = None,
                 perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
                 extra: Callable[[], Mapping[str, float]] | None = None, extra_metrics: Sequence[str] = (),
@@ -219,7 +220,7 @@ class EvalContext:
         """bf16 autocast when --amp, else a no-op context."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.options.amp else nullcontext()
 
-    def predict(self, data: EvalSet, cell: Cell,
+    def predict(self, data: ImageSet, cell: Cell,
                 perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
                 calibration: Calibration | None = None) -> TopKAccuracy:
         """The inference loop over `data`: streaming top-1/top-5 with per-image correctness; NaN logits raise.
@@ -261,7 +262,7 @@ class EvalContext:
             bar.update(xb.shape[0])
         bar.close()
         if keep:
-            self._decoded[data.identity] = replace(data, images=torch.cat(keep), files=None, read=None)
+            self._decoded[data.identity] = replace(data, images=torch.cat(keep), files=None)
         for metric in (acc, calibration, bad):  # across ranks: counts summed, per-image values in dataset order
             if metric is not None:
                 metric.sync(positions)

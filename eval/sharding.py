@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from eval.datasets import EvalSet
 from eval.store import ResultStore
 from nst_core import distributed
+from nst_core.imagesets import ImageSet
 
 
-def rank_batches(data: EvalSet, batch_size: int) -> tuple[EvalSet, torch.Tensor, list[int]]:
+def rank_batches(data: ImageSet, batch_size: int) -> tuple[ImageSet, torch.Tensor, list[int]]:
     """This rank's part of `data`: (its images, their positions in `data`, the numbers of its batches)."""
     if not distributed.is_distributed():
         return data, torch.arange(len(data)), list(range(math.ceil(len(data) / batch_size)))

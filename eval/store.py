@@ -77,7 +77,7 @@ class Cell:
     severity: int | None = None
     attack: str | None = None
     eps: float | None = None
-    data_id: str | None = None  # the exact images (`eval.datasets.EvalSet.identity`): source, transform, subset
+    data_id: str | None = None  # the exact images (`nst_core.imagesets.ImageSet.identity`): source, transform, subset
 
     def row(self, metric: str, value: float | None, n: int | None, settings: Mapping[str, Any] | None = None,
             created: str | None = None) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from nst_core.checkpoint import resume_state, save_state
 from nst_core import distributed
 from nst_core.config import ConfigError, MPLConfig, RunConfig
-from nst_core.data import ImageSet, NSTData
+from nst_core.data import NSTData
+from nst_core.imagesets import ImageSet
 from nst_core.models import NormalizedClassifier
 from nst_core.progress import Progress
 from nst_core.pseudo import cached_probs

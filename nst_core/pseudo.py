@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nst_core.checkpoint import read_tensors, write_tensors
-from nst_core.data import ImageSet, iterate_batches
+from nst_core.imagesets import ImageSet
 from nst_core.progress import Progress
 
 
@@ -39,7 +39,7 @@ def predict_probs(model: nn.Module, images: ImageSet, temperature: float = 1.0, 
     model.train(noised)
     device = torch.device(device)
     out = []
-    batches = iterate_batches(images, batch_size)
+    batches = images.batches(batch_size, workers=0)
     for pixels, _ in Progress(batches, total=-(-len(images) // batch_size), desc="pseudo-labeling", unit="batch",
                               enabled=progress, leave=False):
         x = pixels.to(device, non_blocking=True).float().div_(255)

@@ -19,7 +19,7 @@ from torch import nn
 
 from nst_core import distributed
 from nst_core.checkpoint import CheckpointError, read_tensors, write_tensors
-from nst_core.data import ImageSet
+from nst_core.imagesets import ImageSet
 from nst_core.pseudo import predict_probs
 
 SHARD_DIR = "pseudo_shards"

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from nst_core import distributed
 from nst_core.checkpoint import resume_state, save_state
 from nst_core.config import NoiseConfig, RunConfig, TrainConfig
-from nst_core.data import ImageSet, iterate_batches
+from nst_core.imagesets import ImageSet
 from nst_core.errors import DivergedError
 from nst_core.models import NormalizedClassifier
 from nst_core.progress import Progress
@@ -271,7 +271,7 @@ def evaluate_top1(model: torch.nn.Module, images: ImageSet, batch_size: int, dev
     """Top-1 accuracy in percent on an ImageSet (model in eval mode)."""
     model.eval()
     correct = 0
-    for pixels, labels in iterate_batches(images, batch_size):
+    for pixels, labels in images.batches(batch_size, workers=0):
         logits = model(pixels.to(device).float().div_(255))
         correct += int((logits.argmax(1).cpu() == labels).sum())
     return round(100.0 * correct / max(1, len(images)), 4)

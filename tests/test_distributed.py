@@ -19,8 +19,9 @@ from torch.utils.data import DistributedSampler
 
 from nst_core import distributed, load_config
 from nst_core.checkpoint import write_tensors
-from nst_core.data import ImageSet, prepare_data
+from nst_core.data import prepare_data
 from nst_core.engine import PSEUDO_FILE, pseudo_label
+from nst_core.imagesets import ImageSet
 from nst_core.models import load_model
 from nst_core.pseudo_shards import SHARD_DIR, batch_shard, merge_shards, shard_file, sharded_probs
 
