@@ -18,13 +18,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
-import torch
 
 from nst_core.checkpoint import atomic_write
 from nst_core.errors import StoreError
+
+if TYPE_CHECKING:  # torch only where per-image tensors are read back: `import eval.store` stays light (reports)
+    import torch
 
 SCHEMA_VERSION = 2  # 1: no data_id; 2: data_id (the exact images) is part of every measurement's identity
 SCHEMA = """
@@ -61,6 +63,15 @@ DROP INDEX IF EXISTS per_image_key;
 
 RESULT_COLUMNS = ("model", "checkpoint_sha256", "run", "generation", "suite", "dataset", "corruption", "severity",
                   "attack", "eps", "metric", "value", "n", "settings", "created", "data_id")
+"""Columns of the `results` table (`SCHEMA`); readers (reports.load) take them from here."""
+MODEL_COLUMNS = ("model", "checkpoint_sha256", "run", "generation", "source", "meta")
+"""Columns of the `models` table."""
+PER_IMAGE_COLUMNS = ("model", "checkpoint_sha256", "suite", "dataset", "corruption", "severity", "attack", "eps",
+                     "correct", "n", "data_id")
+"""Columns of the `per_image` table (`correct`: packed bits, numpy.packbits order, n of them)."""
+CELL_COLUMNS = ("suite", "dataset", "corruption", "severity", "attack", "eps")
+"""Columns that name one evaluated set of images (a cell); with model, checkpoint, data_id, metric and n they
+identify a measurement."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +173,7 @@ class ResultStore:
         """Record (or refresh) a model and its meta.json."""
         with self.conn:
             self.conn.execute(
-                "INSERT OR REPLACE INTO models (model, checkpoint_sha256, run, generation, source, meta) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO models ({', '.join(MODEL_COLUMNS)}) VALUES ({', '.join('?' * 6)})",
                 (name, sha256, run, generation, source, json.dumps(dict(meta), sort_keys=True, default=str)))
 
     def display_name(self, name: str, sha256: str | None) -> str:
@@ -201,8 +211,8 @@ class ResultStore:
             for cell, correct in (per_image or {}).items():
                 bits = np.packbits(correct.detach().cpu().numpy().astype(bool)).tobytes()
                 self.conn.execute(
-                    "INSERT OR REPLACE INTO per_image (model, checkpoint_sha256, suite, dataset, corruption, "
-                    "severity, attack, eps, correct, n, data_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO per_image ({', '.join(PER_IMAGE_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(PER_IMAGE_COLUMNS))})",
                     (cell.model, cell.checkpoint_sha256, cell.suite, cell.dataset, cell.corruption, cell.severity,
                      cell.attack, cell.eps, bits, int(correct.numel()), cell.data_id))
 
@@ -222,6 +232,8 @@ class ResultStore:
         if r is None:
             return None
         bits = np.unpackbits(np.frombuffer(r["correct"], dtype=np.uint8), count=r["n"])
+        import torch
+
         return torch.from_numpy(bits.astype(bool))
 
 
@@ -282,4 +294,5 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-__all__ = ["Cell", "ResultStore", "StoreError", "write_summary", "now", "RESULT_COLUMNS", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["Cell", "ResultStore", "StoreError", "write_summary", "now", "RESULT_COLUMNS", "MODEL_COLUMNS",
+           "PER_IMAGE_COLUMNS", "CELL_COLUMNS", "SCHEMA", "SCHEMA_VERSION"]

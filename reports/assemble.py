@@ -20,8 +20,10 @@ METHODS = (
     "95% confidence intervals: accuracies (clean, ImageNet-A, robust accuracy) use the exact Clopper-Pearson "
     "binomial interval from the stored value and n. mCE, relative mCE and mean corruption accuracy use a percentile "
     f"bootstrap over images ({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}; the same images resampled in "
-    "every corruption cell; the baseline's error sums held fixed), given only when the per-image bits reproduce the "
-    "stored value; otherwise n/a with the reason in tables/headline_long.csv. Changes against the baseline are "
+    "every corruption cell), computed by the definition nst-eval stored with each value (the corruptions and "
+    "severities averaged, the baseline's normalisers, held fixed, and for relative mCE the clean cell; see the "
+    "definitions table), given only when the per-image bits reproduce the stored value; otherwise, or for a store "
+    "without recorded definitions, n/a with the reason in tables/headline_long.csv. Changes against the baseline are "
     "differences of stored values; for accuracies measured on the same images the p-value is McNemar's exact test "
     "(two-sided binomial test on the images that exactly one of the two models gets right). For mCE, relative mCE "
     "and mean corruption accuracy the change gets a paired percentile bootstrap 95% CI (the same resampled images "
@@ -30,6 +32,10 @@ METHODS = (
     "the change against that baseline (100 %); stores written before nst-eval kept per-sequence values have none. "
     "No correction for multiple comparisons."
 )
+
+DEFINITIONS_CAPTION = ("How each aggregate metric was computed, as nst-eval recorded it with the value "
+                       "(settings.definition); the report's intervals for mCE, relative mCE and mean corruption "
+                       "accuracy follow it.")
 
 
 def build(stores: list[str | Path] | str | Path, out: str | Path, baseline: str | None = None,
@@ -99,6 +105,7 @@ def _tables(long: pd.DataFrame, corruptions: pd.DataFrame, ce_wide: pd.DataFrame
         Table("versions", tables.versions_table(store), "Package versions recorded in the stores."),
         Table("data", tables.data_table(store), "Datasets and subset sizes (images per measurement) per suite."),
         Table("settings", tables.settings_table(store), "Settings recorded in the stores' rows and models' meta."),
+        Table("definitions", tables.definitions_table(store), DEFINITIONS_CAPTION),
     ]
     return [t for t in candidates if not t.frame.empty]
 
@@ -309,9 +316,11 @@ def _source(shown: dict, path: Path) -> str:
 
 
 def _settings_section(store: Store) -> Section:
+    definitions = tables.definitions_table(store)
     return Section("Settings used", [
         Table("versions", tables.versions_table(store), "Versions of torch, timm and torchattacks as recorded."),
         Table("data", tables.data_table(store), "Datasets and subset sizes: images per measurement (n) per suite."),
         Table("settings", tables.settings_table(store),
               "Every setting recorded in the results' rows and in the models' meta versions (seeds, limits, ...)."),
+        *([Table("definitions", definitions, DEFINITIONS_CAPTION)] if not definitions.empty else []),
     ])

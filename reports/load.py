@@ -13,16 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eval.store import CELL_COLUMNS, MODEL_COLUMNS, PER_IMAGE_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
 from nst_core.errors import ReportError
 
-RESULT_COLUMNS = (
-    "model", "checkpoint_sha256", "run", "generation", "suite", "dataset", "corruption", "severity",
-    "attack", "eps", "metric", "value", "n", "settings", "created",
-)
-MODEL_COLUMNS = ("model", "checkpoint_sha256", "run", "generation", "source", "meta")
-PER_IMAGE_COLUMNS = ("model", "suite", "dataset", "corruption", "severity", "attack", "eps", "correct", "n")
-CELL = ("suite", "dataset", "corruption", "severity", "attack", "eps")
-"""Columns that name one evaluated set of images (a cell); with `model` and `metric` they identify a result."""
+CELL = CELL_COLUMNS
+"""Columns that name one evaluated set of images (a cell); with `model` and `metric` they identify a result.
+The store's schema (these and the table columns) is `eval.store`'s; a store's extra columns are not read."""
 
 
 @dataclass
@@ -133,6 +129,10 @@ def _read_store(path: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFram
 
 def _read_tables(path: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     with closing(connect_read_only(path)) as con:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ReportError(f"{path} is a results store of schema version {version}, newer than this nst-report "
+                              f"reads ({SCHEMA_VERSION}): upgrade nst-robustness to report on it")
         tables = set(pd.read_sql("SELECT name FROM sqlite_master WHERE type='table'", con)["name"])
         if "results" not in tables:
             raise ReportError(f"{path} has no `results` table: is it a results store?")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.corruptions import corruption_sort_key, perturbation_sort_key
+from reports.corruptions import COMMON, corruption_sort_key, perturbation_sort_key
 from reports.derived import DERIVED, derived_cis, paired_delta_cis
 from reports.load import Store, cell_key, correctness, run_configs
 from reports.stats import accuracy_ci, decimals, mcnemar_exact, t_interval
@@ -352,8 +352,10 @@ def training_table(store: Store) -> pd.DataFrame:
 
 
 def settings_table(store: Store) -> pd.DataFrame:
-    """Every setting recorded in the rows' settings or the models' meta versions: its values and where it was."""
-    sources = [(f"results ({suite})", list(rows["settings"])) for suite, rows in store.results.groupby("suite")]
+    """Every setting recorded in the rows' settings or the models' meta versions: its values and where it was
+    (metric definitions, `settings.definition`, are in `definitions_table` instead)."""
+    sources = [(f"results ({suite})", [_without_definition(x) for x in rows["settings"]])
+               for suite, rows in store.results.groupby("suite")]
     sources.append(("models meta", [{"versions": m.get("versions", {})} for m in store.models["meta"]
                                     if isinstance(m, dict)]))
     found: dict[str, tuple[set[str], list[str]]] = {}
@@ -365,6 +367,33 @@ def settings_table(store: Store) -> pd.DataFrame:
     return pd.DataFrame([{"setting": key, "values": _listing(values), "recorded in": ", ".join(where)}
                          for key, (values, where) in sorted(found.items())],
                         columns=["setting", "values", "recorded in"])
+
+
+def definitions_table(store: Store) -> pd.DataFrame:
+    """The aggregate rows' definitions as nst-eval recorded them (`settings.definition`), one row per metric and
+    distinct definition: formula, its text, the corruptions and severities averaged, the baseline, whether the clean
+    error is subtracted, and the models. Empty when no row records one (stores written before definitions were)."""
+    columns = ["metric", "formula", "definition", "corruptions", "severities", "baseline", "clean error subtracted",
+               "models"]
+    results = store.results[store.results["corruption"].isna()]
+    found: dict[tuple, list[str]] = {}
+    for metric, model, settings in zip(results["metric"], results["model"], results["settings"]):
+        definition = settings.get("definition") if isinstance(settings, dict) else None
+        if not isinstance(definition, dict):
+            continue
+        corruptions = [str(c) for c in definition.get("corruptions") or []]
+        named = (f"the {len(COMMON)} common" if tuple(corruptions) == COMMON else
+                 f"{len(corruptions)}: {', '.join(corruptions)}")
+        subtracted = definition.get("clean_error_subtracted")
+        key = (metric, str(definition.get("formula")), str(definition.get("text", "")), named,
+               ", ".join(str(s) for s in definition.get("severities") or []),
+               baseline_name(definition) if "baseline" in definition else "",
+               "" if subtracted is None else ("yes" if subtracted else "no"))
+        found.setdefault(key, []).append(model)
+    rank = {m: i for i, m in enumerate(store.order)}
+    records = [[*key, ", ".join(sorted(set(models), key=lambda m: rank.get(m, len(rank))))]
+               for key, models in sorted(found.items())]
+    return pd.DataFrame(records, columns=columns)
 
 
 def data_table(store: Store) -> pd.DataFrame:
@@ -508,6 +537,10 @@ def _order_models_and_corruptions(table: pd.DataFrame, order: list[str]) -> pd.D
     keys = [(rank.get(m, len(rank)), corruption_sort_key(c)) for m, c in zip(table["model"], table["corruption"])]
     positions = sorted(range(len(keys)), key=keys.__getitem__)
     return table.iloc[positions].reset_index(drop=True)
+
+
+def _without_definition(settings: object) -> dict:
+    return {k: v for k, v in settings.items() if k != "definition"} if isinstance(settings, dict) else {}
 
 
 def _distinct(settings: list[dict]) -> dict[str, set[str]]:

@@ -65,3 +65,16 @@ def test_summary_merges_models_atomically(tmp_path):
     assert data["models"]["a"]["mce"] is None and data["models"]["b"]["clean_top1"] == 80.0
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
     assert not math.isnan(data["models"]["b"]["clean_top1"])
+
+
+def test_column_constants_are_the_tables_columns(tmp_path):
+    """RESULT_COLUMNS, MODEL_COLUMNS and PER_IMAGE_COLUMNS (which reports.load reads by) name exactly the columns the
+    schema creates, in order; CELL_COLUMNS are results columns."""
+    from eval.store import CELL_COLUMNS, MODEL_COLUMNS, PER_IMAGE_COLUMNS, RESULT_COLUMNS
+
+    store = ResultStore(tmp_path / "results.sqlite")
+    columns = {t: tuple(r[1] for r in store.conn.execute(f"PRAGMA table_info({t})"))
+               for t in ("results", "models", "per_image")}
+    store.close()
+    assert columns == {"results": RESULT_COLUMNS, "models": MODEL_COLUMNS, "per_image": PER_IMAGE_COLUMNS}
+    assert set(CELL_COLUMNS) <= set(RESULT_COLUMNS) and set(CELL_COLUMNS) <= set(PER_IMAGE_COLUMNS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 
 import reports
+import reports.corruptions
 from eval.metrics.corruption import FORMULAS, definition
 from reports import cli, derived, tables
 from reports.derived import derived_cis
@@ -307,6 +310,52 @@ def test_store_without_definitions_gives_no_derived_interval(tmp_path: Path) -> 
 
 def test_report_knows_the_formulas_the_evaluator_records() -> None:
     assert derived.FORMULAS == {metric: FORMULAS[metric][0] for metric in derived.DERIVED}
+
+
+def test_report_reads_schema_and_names_from_the_evaluator_without_torch() -> None:
+    """One schema and one list of names: reports take them from eval.store and eval.corruptions.catalog, whose
+    import loads neither torch nor timm (so `nst-report --help` stays fast)."""
+    code = ("import json, sys\n"
+            "import reports.load as load, reports.corruptions as names, reports.derived, eval.store as store\n"
+            "import eval.corruptions.catalog as catalog\n"
+            "same = [load.RESULT_COLUMNS is store.RESULT_COLUMNS, load.MODEL_COLUMNS is store.MODEL_COLUMNS,\n"
+            "        load.PER_IMAGE_COLUMNS is store.PER_IMAGE_COLUMNS, load.CELL is store.CELL_COLUMNS,\n"
+            "        names.COMMON is catalog.CORRUPTIONS, names.EXTRA is catalog.EXTRA_CORRUPTIONS,\n"
+            "        names.FAMILIES is catalog.CORRUPTION_FAMILIES]\n"
+            "print(json.dumps({'same': same, 'heavy': [m for m in ('torch', 'timm') if m in sys.modules]}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"same": [True] * 7, "heavy": []}
+    from eval.corruptions import catalog
+    from eval.metrics import perturbation
+
+    assert perturbation.EVALUATED_PERTURBATIONS is catalog.EVALUATED_PERTURBATIONS
+    assert reports.corruptions.PERTURBATIONS == catalog.ALL_PERTURBATIONS and len(catalog.EVALUATED_PERTURBATIONS) == 10
+    assert [c for family in catalog.CORRUPTION_FAMILIES.values() for c in family] == list(catalog.CORRUPTIONS)
+
+
+def test_definitions_table_shows_what_the_store_records(loaded: Store, report: dict[str, Path]) -> None:
+    table = tables.definitions_table(loaded).set_index("metric")
+    assert list(table.index) == ["mce", "mean_corruption_top1", "relative_mce"]
+    mce = table.loc["mce"]
+    assert mce["formula"] == "hendrycks2019-mce" and mce["baseline"] == BASELINE
+    assert mce["corruptions"] == "4: " + ", ".join(COMMON_HERE) and mce["severities"] == "1, 2, 3, 4, 5"
+    assert (mce["clean error subtracted"], table.loc["relative_mce", "clean error subtracted"]) == ("no", "yes")
+    assert mce["definition"].startswith("hendrycks2019 mCE: sum_s E / sum_s E_base, mean over corruptions")
+    assert mce["models"] == ", ".join(loaded.order)  # one definition shared by every model, in report order
+    assert not tables.settings_table(loaded)["setting"].str.startswith("definition").any()
+    assert "hendrycks2019-relative-mce" in pd.read_csv(report["tables/definitions.csv"])["formula"].to_list()
+
+
+def test_a_store_newer_than_the_report_is_refused(tmp_path: Path) -> None:
+    from eval.store import SCHEMA_VERSION
+    from nst_common.errors import ReportError
+
+    path = write_store(tmp_path / "new.sqlite", [BASELINE])
+    with sqlite3.connect(path) as con:
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ReportError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this nst-report"):
+        load_stores([path])
 
 
 def test_corruption_table_has_errors_ce_and_named_baseline(loaded: Store) -> None:

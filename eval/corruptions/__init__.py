@@ -14,17 +14,24 @@ Gray [N, 1, H, W] images are replicated to RGB, corrupted, and the rounded chann
 
 ``ENGINE_VERSION`` changes whenever any output image changes; put it, the preset and ``draws.rng_tag(rng, device)``
 into cache keys and cell identities.
+
+Importing the package (or ``eval.corruptions.catalog``, the corruption names) does not import torch: ``draws``
+(``RNG_MODES``, ``check_rng``, ``rng_tag``) loads on first use, the engines when ``corrupt`` runs.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import importlib
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-
-from .catalog import ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, check_corruption, image_seed
-from .draws import RNG_MODES, check_rng, rng_tag
+from .catalog import (ALL_CORRUPTIONS, CORRUPTION_FAMILIES, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES,
+                      check_corruption, image_seed)
 from .presets import PRESETS, check_preset, default_preset
+
+if TYPE_CHECKING:
+    import torch
+
+    from .draws import RNG_MODES, check_rng, rng_tag
 
 # History: "1" the batched engine of issue 6 (imagenet-c tables only, NumPy draws);
 # "2" presets, device random numbers, pixelate in Pillow's exact integer arithmetic (issue 13).
@@ -32,8 +39,17 @@ ENGINE_VERSION = "2"
 
 BACKENDS: tuple[str, ...] = ("torch", "imagecorruptions")
 
-__all__ = ["ALL_CORRUPTIONS", "BACKENDS", "CORRUPTIONS", "ENGINE_VERSION", "EXTRA_CORRUPTIONS", "PRESETS",
-           "RNG_MODES", "SEVERITIES", "corrupt", "default_preset", "image_seed", "resolve_settings", "rng_tag"]
+__all__ = ["ALL_CORRUPTIONS", "BACKENDS", "CORRUPTION_FAMILIES", "CORRUPTIONS", "ENGINE_VERSION",
+           "EXTRA_CORRUPTIONS", "PRESETS", "RNG_MODES", "SEVERITIES", "corrupt", "default_preset", "image_seed",
+           "resolve_settings", "rng_tag"]
+_LAZY = {"RNG_MODES": "draws", "check_rng": "draws", "rng_tag": "draws"}  # these import torch
+
+
+def __getattr__(name: str) -> Any:
+    """`RNG_MODES`, `check_rng`, `rng_tag` from `draws`, imported (with torch) on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_settings(images: torch.Tensor, backend: str = "torch", preset: str | None = None,
@@ -43,6 +59,8 @@ def resolve_settings(images: torch.Tensor, backend: str = "torch", preset: str |
     torch backend: preset None = ``default_preset(H, W)``, rng None = 'device' on CUDA, 'reference' elsewhere.
     imagecorruptions backend: only ('imagenet-c', 'reference') exist; None means those.
     """
+    from .draws import check_rng
+
     if backend == "imagecorruptions":
         preset = "imagenet-c" if preset is None else preset
         rng = "reference" if rng is None else rng

@@ -1,4 +1,7 @@
-"""Corruption names (ImageNet-C order), severities, validation and per-image seeds shared by both backends."""
+"""Corruption names (ImageNet-C order), families, severities, validation and per-image seeds shared by both backends;
+the ImageNet-P perturbation names (`eval.metrics.perturbation` and the generator read them from here).
+
+Imports NumPy only (no torch): the report reads the names from here (`reports.corruptions`)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,17 @@ CORRUPTIONS: tuple[str, ...] = (
 )
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL_CORRUPTIONS: tuple[str, ...] = CORRUPTIONS + EXTRA_CORRUPTIONS
+CORRUPTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "noise": CORRUPTIONS[0:3], "blur": CORRUPTIONS[3:7], "weather": CORRUPTIONS[7:11], "digital": CORRUPTIONS[11:15],
+}
+"""The four families of the 15 common corruptions (Hendrycks & Dietterich 2019, Figure 1)."""
+EVALUATED_PERTURBATIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "spatter",
+    "brightness", "translate", "rotate", "tilt", "scale",
+)
+"""The 10 ImageNet-P perturbations mFR and mT5D average over, in the benchmark's order."""
+EXTRA_PERTURBATIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "snow", "shear")
+ALL_PERTURBATIONS: tuple[str, ...] = EVALUATED_PERTURBATIONS + EXTRA_PERTURBATIONS
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 
