@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.corruptions import COMMON, corruption_sort_key, perturbation_sort_key
+from reports.corruptions import COMMON, EXTRA, corruption_sort_key, perturbation_sort_key
 from reports.derived import DERIVED, derived_cis, paired_delta_cis
 from reports.load import Store, cell_key, correctness, run_configs
 from reports.stats import accuracy_ci, decimals, mcnemar_exact, t_interval
@@ -382,8 +382,8 @@ def definitions_table(store: Store) -> pd.DataFrame:
         if not isinstance(definition, dict):
             continue
         corruptions = [str(c) for c in definition.get("corruptions") or []]
-        named = (f"the {len(COMMON)} common" if tuple(corruptions) == COMMON else
-                 f"{len(corruptions)}: {', '.join(corruptions)}")
+        named = {COMMON: f"the {len(COMMON)} common", COMMON + EXTRA: f"all {len(COMMON + EXTRA)} (common and extra)"
+                 }.get(tuple(corruptions), f"{len(corruptions)}: {', '.join(corruptions)}")
         subtracted = definition.get("clean_error_subtracted")
         key = (metric, str(definition.get("formula")), str(definition.get("text", "")), named,
                ", ".join(str(s) for s in definition.get("severities") or []),
