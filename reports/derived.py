@@ -105,7 +105,7 @@ def _prepare(store: Store, model: str) -> Prepared:
         if len(matching):
             found[metric] = matching.iloc[0]
     plans: dict[str, tuple[list[Column], Callable[[list[int]], Statistic]] | str] = {
-        metric: _plan(metric, row, model) for metric, row in found.items()}
+        metric: _plan(metric, row) for metric, row in found.items()}
     needed = sorted({c for plan in plans.values() if not isinstance(plan, str) for c in plan[0]},
                     key=lambda c: (c[0][0] == "clean", str(c)))  # corruption cells in order, then the clean cell
     found_bits = {c: correctness(store, model, c[0], c[1]) for c in needed}
@@ -134,8 +134,7 @@ def _prepare(store: Store, model: str) -> Prepared:
                                        and (stored_definition(r) or {}).get("baseline") == model})
 
 
-def _plan(metric: str, row: pd.Series, model: str
-          ) -> tuple[list[Column], Callable[[list[int]], Statistic]] | str:
+def _plan(metric: str, row: pd.Series) -> tuple[list[Column], Callable[[list[int]], Statistic]] | str:
     """The bit columns `metric`'s stored definition reads and a builder of its statistic over their positions, or
     why there is none (no definition, an unknown formula, an incomplete record)."""
     definition = stored_definition(row)
