@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nst_core import distributed  # noqa: E402
+from nst_common import distributed  # noqa: E402
 
 DEMO_META = {"name": "bench/demo-student", "arch": "test_efficientnet",
              "model_kwargs": {"depth_multiplier": 2.0, "channel_multiplier": 1.5}, "num_classes": 10,

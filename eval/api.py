@@ -13,7 +13,7 @@ from eval.examples import write_examples
 from eval.sharding import rank_store
 from eval.store import ResultStore, write_summary
 from eval.suites import resolve_suites
-from nst_core import distributed
+from nst_common import distributed
 from nst_core.models import state_sha256
 
 log = logging.getLogger(__name__)

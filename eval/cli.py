@@ -314,8 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    from nst_core import distributed
-    from nst_core.checkpoint import CheckpointError
+    from nst_common import distributed
+    from nst_common.errors import CheckpointError
     from nst_core.data import DataError
 
     if args.device == "auto":

@@ -22,9 +22,9 @@ from eval.datasets import DatasetError, clean_test_set, imagenet_val_set
 from eval.metrics import CALIBRATION_METRICS, Calibration, NonFiniteLogits, TopKAccuracy
 from eval.sharding import FollowerStore, all_agree, rank_batches
 from eval.store import Cell, ResultStore
-from nst_core import distributed
-from nst_core.errors import EvaluationError
-from nst_core.progress import Progress
+from nst_common import distributed
+from nst_common.errors import EvaluationError
+from nst_common.progress import Progress
 from nst_core.imagesets import ImageSet
 
 DEFAULT_EPS = (0.0, 1.0, 2.0, 4.0, 8.0)

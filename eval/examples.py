@@ -20,7 +20,7 @@ from eval.corruptions import ALL_CORRUPTIONS, corrupt
 from eval.corruptions.perturbations import example_frames
 from eval.datasets import DatasetError
 from eval.metrics.perturbation import ALL_PERTURBATIONS
-from nst_core.checkpoint import write_arrays
+from nst_common.files import write_arrays
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from eval.store import ResultStore
-from nst_core import distributed
+from nst_common import distributed
 from nst_core.imagesets import ImageSet
 
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from nst_core.checkpoint import atomic_write
-from nst_core.errors import StoreError
+from nst_common.errors import StoreError
+from nst_common.files import atomic_write
 
 if TYPE_CHECKING:  # torch only where per-image tensors are read back: `import eval.store` stays light (reports)
     import torch

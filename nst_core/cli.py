@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from nst_common.errors import CheckpointError, DataError, DivergedError, describe_os_error
 from nst_core.config import ConfigError, load_config, yaml_load  # PyYAML only; torch and timm wait until main()
-from nst_core.errors import CheckpointError, DataError, DivergedError, describe_os_error
 
 EXIT_BAD_INPUT = 2  # a config, flag, data or checkpoint that cannot be used; training diverged
 EXIT_IO = 1  # the file system refused a read or write (read-only folder, full disk)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"nst-train: error: {describe_os_error(exc, RESUME_AFTER_SPACE)}", file=sys.stderr)
         return EXIT_IO
-    from nst_core import distributed
+    from nst_common import distributed
     from nst_core.engine import run, run_seeds
     from nst_core.sweep import run_sweep
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import yaml
 
-from nst_core.errors import ConfigError
+from nst_common.errors import ConfigError
 
 
 class _Loader(yaml.SafeLoader):

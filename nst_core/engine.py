@@ -16,9 +16,12 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from nst_core import distributed
-from nst_core.checkpoint import (CheckpointError, atomic_write, clear_states, is_complete, read_meta, read_tensors,
-                                 remove_temp_files, save_checkpoint, write_json, write_tensors)
+from nst_common import distributed
+from nst_common.errors import CheckpointError
+from nst_common.errors import DivergedError
+from nst_common.files import atomic_write, read_tensors, remove_temp_files, write_json, write_tensors
+from nst_common.seeding import derive_seed
+from nst_core.checkpoint import clear_states, is_complete, read_meta, save_checkpoint
 from nst_core.config import ConfigError, RunConfig, config_from_dict, yaml_load
 from nst_core.data import DataError, NSTData, find_fashion_mnist, prepare_data
 from nst_core.distill import kd_losses, kd_sets
@@ -27,7 +30,6 @@ from nst_core.models import NormalizedClassifier, create_model, load_model, vers
 from nst_core.mpl import train_mpl
 from nst_core.pseudo import Selection, filter_and_balance, make_targets, pool_accuracy
 from nst_core.pseudo_shards import SHARD_DIR, discard_shards, sharded_probs
-from nst_core.errors import DivergedError
 from nst_core.training import TrainSet, build_augment, evaluate_top1, smooth_one_hot, train_generation
 from nst_core.transfer import adopt_checkpoint, initialize, param_group_fn
 
@@ -169,7 +171,7 @@ def train_one(cfg: RunConfig, generation: int, data: NSTData, teacher: Normalize
     drop_path_rate = cfg.noise.drop_path if noised else 0.0
     spec = cfg.model_for(generation)
     channels = cfg.data.input_size[0]
-    torch.manual_seed(cfg.seed * 7919 + generation)
+    torch.manual_seed(derive_seed(cfg.seed, "initial weights", generation))
     model = NormalizedClassifier(create_model(spec, data.num_classes, channels, drop_rate, drop_path_rate),
                                  cfg.data.mean, cfg.data.std)
     augment = build_augment(cfg.noise, cfg.data.mean) if noised else None
@@ -236,7 +238,7 @@ def pseudo_label(cfg: RunConfig, generation: int, data: NSTData, teacher: Normal
             write_tensors(cache, {"probs": probs, "confidence": probs.max(1).values, "label": probs.argmax(1)})
     discard_shards(gen_dir / SHARD_DIR)  # also the shards a kill after the merged file was written left
     per_class = cfg.pseudo.per_class or max(1, len(data.unlabeled) // data.num_classes)
-    generator = torch.Generator().manual_seed(cfg.seed * 31 + generation)
+    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "pseudo-label balance", generation))
     selection = filter_and_balance(probs, per_class, cfg.pseudo.min_threshold, cfg.pseudo.balance, generator)
     targets = make_targets(probs, cfg.pseudo.mode)
     if cfg.pseudo.mode == "hard":

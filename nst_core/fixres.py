@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from nst_core import distributed
+from nst_common import distributed
 from nst_core.checkpoint import clear_states, is_complete, read_meta, save_checkpoint
 from nst_core.config import RunConfig
 from nst_core.data import prepare_data

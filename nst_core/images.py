@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nst_core.errors import ImageError
+from nst_common.errors import ImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 WHITE = (255, 255, 255)

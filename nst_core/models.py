@@ -10,7 +10,8 @@ import timm
 import torch
 from torch import nn
 
-from nst_core.checkpoint import CheckpointError, WEIGHTS, load_weights, read_tensors
+from nst_common.errors import CheckpointError
+from nst_core.checkpoint import WEIGHTS, load_weights
 from nst_core.config import ModelSpec
 
 

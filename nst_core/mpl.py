@@ -26,16 +26,17 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from nst_common import distributed
+from nst_common.progress import Progress
+from nst_common.seeding import derive_seed, seed_everything
 from nst_core.checkpoint import resume_state, save_state
-from nst_core import distributed
 from nst_core.config import ConfigError, MPLConfig, RunConfig
 from nst_core.data import NSTData
 from nst_core.imagesets import ImageSet
 from nst_core.models import NormalizedClassifier
-from nst_core.progress import Progress
 from nst_core.pseudo import cached_probs
 from nst_core.training import (Augment, TrainSet, build_augment, check_finite_loss, check_finite_weights, cycle_batches,
-                               epoch_seed, make_optimizer, plan_batches, seed_everything, smooth_one_hot,
+                               make_optimizer, plan_batches, smooth_one_hot,
                                state_fingerprint, train_generation)
 
 PREDICTIONS_FILE = "teacher_predictions.safetensors"
@@ -169,7 +170,7 @@ def train_mpl(student: NormalizedClassifier, teacher: NormalizedClassifier, data
         start, history = state["epoch"], state["history"]
 
     for epoch in range(start, mpl.epochs):
-        seed_everything(epoch_seed(cfg.seed, generation, epoch))
+        seed_everything(derive_seed(cfg.seed, "epoch", generation, epoch))
         labeled_batches = cycle_batches(labeled, plan.labeled, cfg.data.num_workers)
         unlabeled_batches = cycle_batches(unlabeled, plan.unlabeled, cfg.data.num_workers)
         student.train()

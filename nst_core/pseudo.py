@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nst_core.checkpoint import read_tensors, write_tensors
+from nst_common.files import read_tensors, write_tensors
+from nst_common.progress import Progress
 from nst_core.imagesets import ImageSet
-from nst_core.progress import Progress
 
 
 @dataclass

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nst_core import distributed
-from nst_core.checkpoint import CheckpointError, read_tensors, write_tensors
+from nst_common import distributed
+from nst_common.errors import CheckpointError
+from nst_common.files import read_tensors, write_tensors
 from nst_core.imagesets import ImageSet
 from nst_core.pseudo import predict_probs
 

@@ -13,12 +13,10 @@ import hashlib
 import itertools
 import json
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.data import rand_augment_transform
@@ -30,13 +28,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from tqdm.auto import tqdm
 
-from nst_core import distributed
+from nst_common import distributed
+from nst_common.errors import DivergedError
+from nst_common.progress import Progress
+from nst_common.seeding import derive_seed, seed_everything
 from nst_core.checkpoint import resume_state, save_state
 from nst_core.config import NoiseConfig, RunConfig, TrainConfig
 from nst_core.imagesets import ImageSet
-from nst_core.errors import DivergedError
 from nst_core.models import NormalizedClassifier
-from nst_core.progress import Progress
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> scalar
@@ -111,18 +110,6 @@ def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> 
     return F.one_hot(labels, num_classes).float() * (1.0 - smoothing) + smoothing / num_classes
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch, NumPy and Python's `random` (RandAugment draws from it)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def epoch_seed(seed: int, generation: int, epoch: int) -> int:
-    """A distinct, reproducible seed per (run seed, generation, epoch)."""
-    return seed * 1_000_003 + generation * 10_007 + epoch
-
-
 @dataclass
 class Batches:
     """How one epoch is cut: steps, and images per step from each source."""
@@ -188,10 +175,12 @@ def train_generation(model: NormalizedClassifier, labeled: TrainSet, unlabeled: 
     net = distributed.wrap_model(model, device, train.sync_bn)  # DDP under torchrun, else `model` itself
 
     for epoch in range(start, epochs):
-        seed = epoch_seed(cfg.seed, generation, epoch)
+        seed = derive_seed(cfg.seed, "epoch", generation, epoch)
         seed_everything(distributed.rank_seed(seed))  # each rank its own noise; rank 0 the single-process seed
-        labeled_batches = cycle_batches(labeled, plan.labeled, cfg.data.num_workers, shard_seed=2 * seed)
-        unlabeled_batches = (cycle_batches(unlabeled, plan.unlabeled, cfg.data.num_workers, shard_seed=2 * seed + 1)
+        labeled_batches = cycle_batches(labeled, plan.labeled, cfg.data.num_workers,
+                                        shard_seed=derive_seed(seed, "labeled order"))
+        unlabeled_batches = (cycle_batches(unlabeled, plan.unlabeled, cfg.data.num_workers,
+                                           shard_seed=derive_seed(seed, "unlabeled order"))
                              if unlabeled is not None else None)
         model.train()
         loss_sum = 0.0

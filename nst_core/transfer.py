@@ -14,7 +14,9 @@ import timm
 import torch
 from torch import nn
 
-from nst_core.checkpoint import META, WEIGHTS, CheckpointError, atomic_write, is_complete, load_weights
+from nst_common.errors import CheckpointError
+from nst_common.files import atomic_write
+from nst_core.checkpoint import META, WEIGHTS, is_complete, load_weights
 from nst_core.config import InitConfig
 from nst_core.training import ParamGroupFn
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nst_core.errors import ReportError
+from nst_common.errors import ReportError
 from reports import figures, tables
 from reports.load import Store, load_stores
 from reports.render import Figure, Section, Table, name, write_html, write_markdown, write_tables

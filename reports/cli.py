@@ -8,7 +8,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from nst_core.errors import describe_os_error
+from nst_common.errors import describe_os_error
 
 # pandas, matplotlib and the report modules wait until the arguments are parsed: --help and argument errors answer
 # at once.

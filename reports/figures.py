@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nst_core.checkpoint import atomic_write
+from nst_common.files import atomic_write
 from reports.corruptions import FAMILIES
 
 RUN_PALETTES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")

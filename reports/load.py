@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from eval.store import CELL_COLUMNS, MODEL_COLUMNS, PER_IMAGE_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
-from nst_core.errors import ReportError
+from nst_common.errors import ReportError
 
 CELL = CELL_COLUMNS
 """Columns that name one evaluated set of images (a cell); with `model` and `metric` they identify a result.

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from nst_core.checkpoint import atomic_write
+from nst_common.files import atomic_write
 from reports.template import STYLE, TEMPLATE
 
 FOLD_ROWS = 12

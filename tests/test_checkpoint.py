@@ -4,7 +4,9 @@ import json
 import pytest
 import torch
 
-from nst_core.checkpoint import CheckpointError, is_complete, load_state, save_state, write_json
+from nst_common.errors import CheckpointError
+from nst_common.files import write_json
+from nst_core.checkpoint import is_complete, load_state, save_state
 from nst_core.models import load_model
 
 

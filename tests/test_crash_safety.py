@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nst_common.files import atomic_write, remove_temp_files, write_json
 from nst_core import load_config
-from nst_core.checkpoint import (StateMismatch, atomic_write, load_state, remove_temp_files, resume_state,
-                                 save_state, write_json)
+from nst_core.checkpoint import StateMismatch, load_state, resume_state, save_state
 from nst_core.engine import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,9 @@ import yaml
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from nst_core import distributed, load_config
-from nst_core.checkpoint import write_tensors
+from nst_common import distributed
+from nst_core import load_config
+from nst_common.files import write_tensors
 from nst_core.data import prepare_data
 from nst_core.engine import PSEUDO_FILE, pseudo_label
 from nst_core.imagesets import ImageSet

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from nst_core import errors
-from nst_core.errors import NSTError
+from nst_common import errors
+from nst_common.errors import NSTError
 
 
 def test_every_error_is_an_nst_error_and_keeps_its_old_base() -> None:
     from eval.context import EvaluationError
     from eval.datasets import DatasetError
     from eval.store import StoreError
-    from nst_core.checkpoint import CheckpointError, StateMismatch
+    from nst_common.errors import CheckpointError
+    from nst_core.checkpoint import StateMismatch
     from nst_core.config import ConfigError
     from nst_core.data import DataError
     from nst_core.images import ImageError

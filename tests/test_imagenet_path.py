@@ -322,7 +322,7 @@ def test_pretrained_offline_fails_fast_naming_the_model_and_weights_flag(monkeyp
     import socket
 
     from nst_core import load_model
-    from nst_core.checkpoint import CheckpointError
+    from nst_common.errors import CheckpointError
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
@@ -358,7 +358,7 @@ def test_nst_train_refuses_mismatched_class_folders_before_writing(tmp_path, cap
 
 def test_weights_files_of_every_common_kind_load_and_bad_ones_are_named(tmp_path):
     from nst_core import load_model
-    from nst_core.checkpoint import CheckpointError
+    from nst_common.errors import CheckpointError
 
     model, meta = load_model("timm:test_resnet.r160_in1k")
     state = {k: v.clone() for k, v in model.model.state_dict().items()}

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 CODE = """
-from nst_core.progress import Progress
+from nst_common.progress import Progress
 for step in Progress(range(4), desc="gen1 epoch 1/2", unit="step", leave=False):
     pass
 bar = Progress(total=10, desc="clean/test", unit="img", leave=False)

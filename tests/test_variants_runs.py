@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
+from nst_common.files import read_tensors
 from nst_core import load_config
-from nst_core.checkpoint import read_tensors
 from nst_core.config import ConfigError
 from nst_core.engine import _claim_run_dir, run
 from nst_core.models import load_model
@@ -104,8 +104,8 @@ def test_method_sweep_writes_sibling_runs_sharing_gen0(method_sweep):
 
 def test_fixres_writes_from_rank_0_only(method_sweep, tmp_path, monkeypatch):
     """Under torchrun only rank 0 writes the FixRes checkpoint; another rank reads rank 0's meta.json after the barrier."""
-    from nst_core import distributed
-    from nst_core.checkpoint import CheckpointError
+    from nst_common import distributed
+    from nst_common.errors import CheckpointError
     from nst_core.fixres import run_fixres
 
     cfg = load_config(QUICK, {**TINY, "fixres": {"size": 40, "epochs": 1}})

@@ -5,10 +5,11 @@ Imports NumPy only (no torch): the report reads the names from here (`reports.co
 
 from __future__ import annotations
 
-import zlib
 from typing import Sequence
 
 import numpy as np
+
+from nst_common.seeding import derive_seed
 
 CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise",
@@ -51,6 +52,5 @@ def check_keys(keys: Sequence[int], n: int, seed: int) -> list[int]:
 
 
 def image_seed(seed: int, corruption: str, severity: int, key: int) -> int:
-    """32-bit NumPy seed of one image, a stable function of (seed, corruption, severity, key)."""
-    entropy = [int(seed), zlib.crc32(corruption.encode()), int(severity), int(key)]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    """32-bit NumPy seed of one image, a stable function of (seed, corruption, severity, key) (`derive_seed`)."""
+    return derive_seed(seed, corruption, int(severity), int(key))

@@ -19,11 +19,12 @@ Device mode is statistically, not bitwise, equivalent to the reference: the same
 from __future__ import annotations
 
 import functools
-import zlib
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from nst_common.seeding import seed_sequence
 
 from .catalog import image_seed
 
@@ -49,8 +50,8 @@ def rng_tag(rng: str, device: torch.device | str) -> str:
 class ScalarStream:
     """A few uniform numbers per image from SeedSequence words (device mode's scalars), RandomState-like API."""
 
-    def __init__(self, entropy: Sequence[int]) -> None:
-        self._seq = np.random.SeedSequence(list(entropy))
+    def __init__(self, sequence: np.random.SeedSequence) -> None:
+        self._seq = sequence
         self._words = self._seq.generate_state(8, np.uint64)
         self._next = 1  # word 0 seeds the tensor generator
 
@@ -99,8 +100,7 @@ class Draws:
         if mode == "reference":
             return cls(mode, [np.random.RandomState(image_seed(seed, corruption, severity, k)) for k in keys], None,
                        device)
-        crc = zlib.crc32(corruption.encode())
-        scalars = [ScalarStream([int(seed), crc, int(severity), int(k), _DEVICE_TAG]) for k in keys]
+        scalars = [ScalarStream(seed_sequence(seed, corruption, int(severity), int(k), _DEVICE_TAG)) for k in keys]
         gens = [torch.Generator(device=device).manual_seed(s.tensor_seed) for s in scalars]
         return cls(mode, scalars, gens, device)
 

@@ -47,7 +47,7 @@ import torchvision.transforms.functional as TF
 
 from eval.corruptions.catalog import image_seed
 from eval.metrics.perturbation import ALL_PERTURBATIONS, is_noise_perturbation
-from nst_core.checkpoint import write_array
+from nst_common.files import write_array
 
 REFERENCE_SIZE = 224
 # Bump when any sequence changes, so cached sequences are not reused. 2: shot_noise from the table sampler (issue 13).

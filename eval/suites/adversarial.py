@@ -21,6 +21,7 @@ from eval.datasets import seeded_subset
 from eval.metrics import ZeroGradient
 from eval.suites import PlanItem, register_suite
 from eval.suites.clean import NEEDS_VAL, has_clean
+from nst_common.seeding import derive_seed
 
 
 IMAGENET_ATTACK_LIMIT = 1000  # default attacked images on ImageNet (a seeded subset of the clean set)
@@ -84,7 +85,7 @@ def adversarial(ctx: EvalContext) -> list[dict[str, Any]]:
         def perturb(x: torch.Tensor, y: torch.Tensor, b: int, spec: AttackSpec = spec,
                     zero: ZeroGradient = zero) -> torch.Tensor:
             zero.update(zero_gradient_mask(ctx.model, x, y, o.amp))
-            return attack_images(ctx.model, spec, x, y, seed=o.seed * 1_000_003 + b, amp=o.amp)
+            return attack_images(ctx.model, spec, x, y, seed=derive_seed(o.seed, "attack batch", b), amp=o.amp)
 
         def extra(zero: ZeroGradient = zero) -> dict[str, float]:
             return zero.sync().compute()

@@ -39,8 +39,8 @@ from eval.metrics.perturbation import (
 )
 from eval.suites import PlanItem, register_suite
 from eval.suites.clean import has_clean
-from nst_core import distributed
-from nst_core.progress import Progress
+from nst_common import distributed
+from nst_common.progress import Progress
 
 SUITE = "perturbation"
 RAW_METRICS = ("fp", "t5d", "top1")

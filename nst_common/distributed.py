@@ -16,7 +16,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nst_core.config import ConfigError
+from nst_common.errors import ConfigError
+from nst_common.seeding import derive_seed
 
 
 def init(timeout_minutes: float = 60.0) -> bool:
@@ -86,7 +87,7 @@ def split_batch(batch_size: int) -> int:
 
 def rank_seed(seed: int) -> int:
     """A seed of this rank's own (augmentation, dropout) from a shared one; rank 0 keeps `seed` unchanged."""
-    return seed + rank() * 1_000_000_007
+    return seed if rank() == 0 else derive_seed(seed, "rank", rank())
 
 
 def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
