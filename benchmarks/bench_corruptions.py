@@ -7,11 +7,13 @@ The speed table times, in one run, the reference backend and the torch engine in
 'reference' = the reference's NumPy draws, 'device' = per-image torch generators), prints each mode's speed-up per
 corruption, the geometric mean over the 15 common corruptions, and the load average (os.getloadavg) before and
 after, since the machine may be shared.
-       python benchmarks/bench_corruptions.py --model CHECKPOINT_DIR [--images 1000] [--compare backend|rng]
+       python benchmarks/bench_corruptions.py --model CHECKPOINT_DIR [--images 1000] [--compare backend|rng|seed]
        python benchmarks/bench_corruptions.py --fidelity 4 [--size 224]
 The --fidelity form prints the PSNR (dB) between the two backends per corruption and severity on that many photos.
 The --model form prints a trained model's top-1 error on its own test set corrupted by each backend (or, with
---compare rng, by the torch engine in each random-number mode), per corruption and severity, and the difference.
+--compare rng, by the torch engine in each random-number mode; with --compare seed, by the torch engine's reference
+mode with corruption seeds 0 and 1, i.e. how far one draw of the noise moves a cell), per corruption and severity,
+the difference, and how many random cells differ by more than 1.5 points.
 Images are skimage sample photos resized to the size (no downloads). Prints a markdown table.
 OMP_WAIT_POLICY defaults to PASSIVE here: on cores shared with other jobs, spin-waiting OpenMP threads stall every
 small torch op (measured 5-10x slower at 2 threads); set it in the environment to override.
@@ -26,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch im
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,6 +36,10 @@ from skimage import data  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
 from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, corrupt  # noqa: E402
+
+# Corruptions that draw no random numbers (identical in every rng mode and seed).
+DETERMINISTIC = ("defocus_blur", "zoom_blur", "contrast", "brightness", "saturate", "pixelate", "jpeg_compression",
+                 "gaussian_blur")
 
 
 def sample_images(n: int, size: int) -> torch.Tensor:
@@ -84,7 +91,8 @@ def model_error_table(checkpoint: str, n: int, batch: int, compare: str = "backe
 
     compare="backend": the imagecorruptions reference vs the torch engine (imagenet-c, reference draws);
     compare="rng": the torch engine's 'reference' vs 'device' random-number modes, in ``preset`` (None: the default
-    preset of the test images' size).
+    preset of the test images' size); compare="seed": the torch engine's 'reference' mode with corruption seed 0 vs
+    seed 1, same preset rule (the spread a stochastic engine shows against itself).
     """
     from nst_core import load_model
     from nst_core.data import load_test_set
@@ -95,12 +103,17 @@ def model_error_table(checkpoint: str, n: int, batch: int, compare: str = "backe
     test = load_test_set(meta["config"]["data"], meta["input_size"])
     images, labels = test.images[:n], test.labels[:n]
     keys = list(range(len(labels)))
+    ways: dict[str, dict[str, Any]]
     if compare == "backend":
         ways = {"reference": dict(backend="imagecorruptions"), "torch": dict(backend="torch", preset="imagenet-c")}
-    else:
+    elif compare == "rng":
         preset = resolve_settings(images, preset=preset)[0]
         ways = {"reference mode": dict(preset=preset, rng="reference"), "device mode": dict(preset=preset,
                                                                                              rng="device")}
+    else:
+        preset = resolve_settings(images, preset=preset)[0]
+        ways = {"seed 0": dict(preset=preset, rng="reference", seed=0),
+                "seed 1": dict(preset=preset, rng="reference", seed=1)}
     (a_name, a_kw), (b_name, b_kw) = ways.items()
 
     def error(x: torch.Tensor) -> float:
@@ -113,15 +126,19 @@ def model_error_table(checkpoint: str, n: int, batch: int, compare: str = "backe
     print(f"| corruption | {a_name} error s1..s5 (%) | {b_name} error s1..s5 (%) | {b_name} - {a_name} (points) "
           "| max abs |")
     print("|---|---|---|---|---:|")
-    worst = 0.0
+    worst, beyond, random_cells = 0.0, [], 0
     for name in ALL_CORRUPTIONS:
         ref = [error(corrupt(images, name, s, keys, **a_kw)) for s in range(1, 6)]
         ours = [error(corrupt(images, name, s, keys, **b_kw)) for s in range(1, 6)]
         diff = [b - a for a, b in zip(ref, ours)]
         worst = max(worst, max(abs(d) for d in diff))
+        if name not in DETERMINISTIC:
+            random_cells += 5
+            beyond += [f"{name} s{k + 1} ({d:+.1f})" for k, d in enumerate(diff) if abs(d) > 1.5]
         print(f"| {name} | {' '.join(f'{v:.1f}' for v in ref)} | {' '.join(f'{v:.1f}' for v in ours)} "
               f"| {' '.join(f'{d:+.1f}' for d in diff)} | {max(abs(d) for d in diff):.1f} |", flush=True)
-    print(f"largest |difference| over the {len(ALL_CORRUPTIONS) * 5} cells: {worst:.2f} points")
+    print(f"largest |difference| over the {len(ALL_CORRUPTIONS) * 5} cells: {worst:.2f} points; random cells "
+          f"beyond 1.5 points: {len(beyond)} of {random_cells}: {', '.join(beyond) or 'none'}")
 
 
 def seed_spread(checkpoint: str, n: int, cells: list[str], seeds: int, preset: str | None = None) -> None:
@@ -170,8 +187,9 @@ def main() -> None:
                         "the only one the reference computes)")
     parser.add_argument("--model", help="checkpoint directory: print the model-error table instead")
     parser.add_argument("--images", type=int, default=1000, help="test images for --model")
-    parser.add_argument("--compare", choices=["backend", "rng"], default="backend",
-                        help="--model: reference backend vs torch engine, or the engine's reference vs device mode")
+    parser.add_argument("--compare", choices=["backend", "rng", "seed"], default="backend",
+                        help="--model: reference backend vs torch engine, the engine's reference vs device mode, or "
+                        "the engine's reference mode with corruption seed 0 vs seed 1")
     parser.add_argument("--fidelity", type=int, metavar="N", help="print the PSNR table on N photos instead")
     parser.add_argument("--spread", nargs="+", metavar="CORRUPTION:SEVERITY",
                         help="--model: the error's spread over --seeds corruption seeds in both rng modes instead")

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 import torchvision.io
 from PIL import Image
 
-from . import kernels
+from . import kernels, poisson
 from .catalog import check_corruption, check_keys
 from .draws import Draws, check_rng
 from .presets import PRESET_TABLES, Preset, check_preset, default_preset
@@ -129,21 +129,28 @@ def gaussian_noise(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> 
 
 
 def shot_noise(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torch.Tensor:
-    """Poisson(x * c) / c (reference: NumPy's Poisson per image; device: ``Draws.poisson_u8``)."""
+    """Poisson(x * c) / c (reference: NumPy's Poisson per image; device: ``poisson.shot_noise_u8``, the output
+    bytes tabulated per pixel value and 31-bit uniform)."""
     if draws.mode == "device":
-        return _to_u8(draws.poisson_u8(u8, c).div_(float(c)).clamp_(0, 1).mul_(255))
+        assert draws.generators is not None  # device mode always has its generators
+        return poisson.shot_noise_u8(u8, c, draws.generators)
     return (draws.poisson_u8(u8, c) / float(c)).clamp_(0, 1).mul_(255)
 
 
 def impulse_noise(u8: torch.Tensor, amount: float, draws: Draws, preset: Preset) -> torch.Tensor:
     """Salt-and-pepper noise as skimage.util.random_noise(mode='s&p'): a fraction ``amount`` of the values flipped,
     half to 1 and half to 0. Reference: skimage's two draws from a Generator seeded by the image's RandomState;
-    device: one uniform u per value, salt where u <= amount / 2, pepper where amount / 2 < u <= amount (the same
-    distribution)."""
+    device: one uniform 31-bit integer r per value (int32 ``random_``, the cheapest draw), salt where
+    r < amount / 2 * 2^31, pepper where amount / 2 * 2^31 <= r < amount * 2^31 (the same distribution, to 2^-31)."""
     if draws.mode == "device":  # uint8 throughout: unflipped values come back unchanged, as in the reference
-        u = draws.uniform(0.0, 1.0, tuple(u8.shape[1:]))
-        salt, pepper = (torch.tensor(v, dtype=torch.uint8, device=u8.device) for v in (255, 0))
-        return torch.where(u <= amount / 2, salt, torch.where(u <= amount, pepper, u8))
+        assert draws.generators is not None  # device mode always has its generators
+        bits = torch.empty(u8.shape, dtype=torch.int32, device=u8.device)
+        for row, gen in zip(bits, draws.generators):
+            row.random_(generator=gen)  # uniform on [0, 2^31)
+        flip_below, salt_below = (int(round(a * 2.0**31)) for a in (amount, amount / 2))
+        # arithmetic on 0/1 masks: several times faster than masked_fill / where on the CPU
+        kept = u8 * (bits >= flip_below).view(torch.uint8)
+        return kept.bitwise_or_((bits < salt_below).view(torch.uint8).mul_(255))
     shape = _image_shape(u8)
     flipped, salted = [], []
     for r in draws.scalars:
@@ -223,9 +230,10 @@ def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 
 def defocus_blur(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tensor:
-    """Convolution with an anti-aliased disk (cv2.filter2D, border reflect-101)."""
+    """Convolution with an anti-aliased disk (cv2.filter2D, border reflect-101), by FFT, of the values in 255 units
+    (the filter is linear, so the reference's / 255 and * 255 cancel up to float rounding)."""
     kernel = _defocus_kernel(*p)
-    return kernels.filter2d(_unit(u8), kernel).clamp_(0, 1).mul_(255)
+    return kernels.filter2d(u8.to(torch.float32), kernel).clamp_(0, 255)
 
 
 def motion_blur(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tensor:
@@ -294,6 +302,13 @@ def snow(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tens
         image_taps = [kernels.motion_blur_taps(radius, sigma, r.uniform(-135, -45), *layers.shape[-2:])
                       for r in draws.scalars]
         layers = _blur_lines(layers, image_taps)[..., :h, :w]
+    if draws.mode == "device":  # the same compositing in 255 units, fused (float32 rounding aside)
+        xf = u8.to(torch.float32)
+        gray = xf[:, 0:1] * 0.299
+        gray.add_(xf[:, 1:2], alpha=0.587).add_(xf[:, 2:3], alpha=0.114).mul_(1.5).add_(127.5)
+        flakes255 = torch.round(layers.to(torch.float32) * 255)[:, None]
+        out = torch.lerp(torch.maximum(xf, gray), xf, mix)  # mix * x + (1 - mix) * max(x, 1.5 gray + 0.5)
+        return _to_u8(out.add_(flakes255 + flakes255.flip(-2, -1)))
     flakes = (torch.round(layers * 255) / 255).to(torch.float32)[:, None]
     gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     x = mix * x + (1 - mix) * torch.maximum(x, gray * 1.5 + 0.5)
@@ -352,8 +367,15 @@ def frost(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Ten
     return (a * u8.to(torch.float32) + b * torch.stack(crops)).clamp_(0, 255)
 
 
-def _plasma_fractal(mapsize: int, decay: float, draws: Draws, device: torch.device) -> torch.Tensor:
-    """Diamond-square height maps in [0, 1], [N, mapsize, mapsize] (float64; float32 in device mode)."""
+def _plasma_fractal(mapsize: int, decay: float, draws: Draws, device: torch.device,
+                    normalize: bool = True) -> torch.Tensor:
+    """Diamond-square height maps, [N, mapsize, mapsize] (float64; float32 in device mode): in [0, 1] (the
+    reference's ``(m - min) / max(m - min)``) or, with ``normalize`` False, the raw map for the caller to scale.
+
+    Reference mode does the reference's arithmetic in its order (bit-identical float64). Device mode draws the same
+    uniforms and forms each level's random term wibble * U(-wibble, wibble) = wibble^2 (2u - 1) in one fused op for
+    all levels, and adds it to the quarter sums in one op (equal in distribution, float32 rounding aside).
+    """
     levels = []
     step, wibble = mapsize, 100.0
     while step >= 2:
@@ -364,37 +386,62 @@ def _plasma_fractal(mapsize: int, decay: float, draws: Draws, device: torch.devi
     dtype = _layer_dtype(draws)
     u = draws.random_sample((sum(counts),), dtype)
     n = len(draws)
-    m = torch.zeros(n, mapsize, mapsize, dtype=dtype, device=device)
+    device_mode = draws.mode == "device"
+    if device_mode:  # u -> wibble^2 (2u - 1) per level, in place, one op: u * (2 w^2) + (-w^2)
+        w2 = torch.cat([torch.full((count,), wb * wb, dtype=dtype, device=device)
+                        for (_, wb), count in zip(levels, counts)])
+        u = torch.addcmul(-w2, u, 2 * w2)
+    # The map at the current level's resolution, kept contiguous: ``ul`` holds the points already set (the
+    # reference's maparray[0::step, 0::step]); each level computes the square centres (maparray[half::step,
+    # half::step]) and the two diamond sets, then interleaves the four into the next resolution. The same
+    # arithmetic in the same order as the reference's strided updates, on contiguous tensors (rolls that the
+    # reference computes twice are computed once: the same values).
+    ul = torch.zeros(n, 1, 1, dtype=dtype, device=device)
     start = 0
     for (step, wibble), count in zip(levels, counts):
         k = mapsize // step
-        noise = (-wibble + (wibble - -wibble) * u[:, start:start + count]).reshape(n, 3, k, k)
+        chunk = u[:, start:start + count].reshape(n, 3, k, k)
         start += count
-        half = step // 2
-        corner = m[:, 0::step, 0::step]
-        acc = corner + torch.roll(corner, -1, 1)
-        acc = acc + torch.roll(acc, -1, 2)
-        m[:, half::step, half::step] = acc / 4 + wibble * noise[:, 0]
-        dr = m[:, half::step, half::step]
-        ul = m[:, 0::step, 0::step]
-        lt = dr + torch.roll(dr, 1, 1) + (ul + torch.roll(ul, -1, 2))
-        m[:, 0::step, half::step] = lt / 4 + wibble * noise[:, 1]
-        tt = dr + torch.roll(dr, 1, 2) + (ul + torch.roll(ul, -1, 1))
-        m[:, half::step, 0::step] = tt / 4 + wibble * noise[:, 2]
-    m = m - m.amin((1, 2), keepdim=True)
+        # the next resolution [n, k, row parity, k, column parity]: (0, 0) ul, (1, 1) dr, (0, 1) lt, (1, 0) tt
+        nxt = torch.empty(n, k, 2, k, 2, dtype=dtype, device=device)
+        nxt[:, :, 0, :, 0] = ul
+        vertical = ul + torch.roll(ul, -1, 1)  # ul + roll(ul, -1, 1): the squares' first sum and tt's last term
+        acc = vertical + torch.roll(vertical, -1, 2)
+        if device_mode:
+            dr = torch.add(chunk[:, 0], acc, alpha=0.25)
+            torch.add(chunk[:, 1], dr + torch.roll(dr, 1, 1) + (ul + torch.roll(ul, -1, 2)), alpha=0.25,
+                      out=nxt[:, :, 0, :, 1])
+            torch.add(chunk[:, 2], dr + torch.roll(dr, 1, 2) + vertical, alpha=0.25, out=nxt[:, :, 1, :, 0])
+        else:
+            noise = -wibble + (wibble - -wibble) * chunk
+            dr = acc / 4 + wibble * noise[:, 0]
+            lt = dr + torch.roll(dr, 1, 1) + (ul + torch.roll(ul, -1, 2))
+            nxt[:, :, 0, :, 1] = lt / 4 + wibble * noise[:, 1]  # maparray[0::step, half::step]
+            tt = dr + torch.roll(dr, 1, 2) + vertical
+            nxt[:, :, 1, :, 0] = tt / 4 + wibble * noise[:, 2]  # maparray[half::step, 0::step]
+        nxt[:, :, 1, :, 1] = dr
+        ul = nxt.view(n, 2 * k, 2 * k)
+    if not normalize:
+        return ul
+    m = ul - ul.amin((1, 2), keepdim=True)
     return m / m.amax((1, 2), keepdim=True)
 
 
 def fog(u8: torch.Tensor, p: tuple, draws: Draws, preset: Preset) -> torch.Tensor:
-    """Plasma-fractal fog added to the image, then contrast compressed."""
+    """Plasma-fractal fog added to the image, then contrast compressed: (x + s * map) * max / (max + s)."""
     strength, decay = p
     n, c, h, w = u8.shape
     mapsize = 1 << (max(h, w, c) - 1).bit_length()
-    fractal = _plasma_fractal(mapsize, decay, draws, u8.device)[:, None, :h, :w]
-    if draws.mode == "device":  # float32, fused: (x + s * map) * max / (max + s), in 255 units
+    if draws.mode == "device":  # float32, 255 units: raw * a - low * a + u8 * scale / 255, per-image a and scale
+        raw = _plasma_fractal(mapsize, decay, draws, u8.device, normalize=False)
+        low = raw.amin((1, 2)).view(n, 1, 1, 1)
+        span = raw.amax((1, 2)).view(n, 1, 1, 1) - low  # the map in [0, 1] is (raw - low) / span
         max_val = u8.amax((1, 2, 3), keepdim=True).to(torch.float32) / 255.0
-        scale = 255.0 * max_val / (max_val + strength)
-        return _to_u8(fractal.to(torch.float32).mul(strength).add(u8, alpha=1 / 255.0).mul_(scale).clamp_(max=255))
+        scale = 255.0 * max_val / (max_val + strength)  # [N, 1, 1, 1]
+        a = strength * scale / span
+        layer = torch.addcmul(-low * a, raw[:, None, :h, :w], a)  # s * map * scale, [N, 1, H, W]
+        return _to_u8(torch.addcmul(layer, u8, scale / 255.0))
+    fractal = _plasma_fractal(mapsize, decay, draws, u8.device)[:, None, :h, :w]
     x = u8.to(torch.float64) / 255.0
     max_val = x.amax((1, 2, 3), keepdim=True)
     x = x + strength * fractal
@@ -412,10 +459,14 @@ def brightness(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torc
 
 # ---- digital ----
 def contrast(u8: torch.Tensor, c: float, draws: Draws, preset: Preset) -> torch.Tensor:
-    """Pull every channel towards its mean by the table's factor."""
-    x = _unit(u8)
-    means = x.to(torch.float64).mean((2, 3), keepdim=True).to(torch.float32)
-    return ((x - means) * c + means).clamp_(0, 1).mul_(255)
+    """Pull every channel towards its mean by the table's factor: (x - mean) * c + mean, computed in 255 units as
+    mean * (1 - c) + c * x in one fused op (the reference's / 255 and * 255 cancel up to float rounding)."""
+    x = u8.to(torch.float32)
+    h, w = x.shape[-2:]
+    exact = h * w * 255 < 2**24  # sums of integers stay exact in float32 below 2^24
+    sums = x.sum((2, 3), keepdim=True, dtype=torch.float32 if exact else torch.float64)
+    means = sums.div_(h * w).to(torch.float32)
+    return _to_u8(torch.add(means * (1 - c), x, alpha=c))
 
 
 def _smoothed_fields(fields: torch.Tensor, sigma: tuple[float, float], alpha: float) -> torch.Tensor:
