@@ -146,3 +146,29 @@ def test_runs_that_differ_only_in_seed_get_across_seed_intervals(tmp_path: Path,
     paths = reports.build([path], tmp_path / "out", baseline=BASELINE)
     assert paths["figures/seeds_vs_generation.png"].stat().st_size > 1000
     assert "Runs that differ only in their seed: fmnist: fmnist, fmnist\\_s1." in paths["report.md"].read_text()
+
+
+def test_seed_figures_prints_the_multiseed_tables_from_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/seed_figures.py (the docs' multi-seed figures) prints the report's across-seed means and paired
+    changes, with a verdict only where the interval excludes 0."""
+    import runpy
+    import sys
+
+    for model, clean in (("fmnist/gen0", 80), ("fmnist/gen1", 85), ("fmnist_s1/gen0", 82), ("fmnist_s1/gen1", 89)):
+        monkeypatch.setitem(CLEAN, model, clean)
+    (tmp_path / "run" / "eval").mkdir(parents=True)
+    path = write_store(tmp_path / "run" / "eval" / "results.sqlite",
+                       ["fmnist/gen0", "fmnist/gen1", "fmnist_s1/gen0", "fmnist_s1/gen1"])
+    with sqlite3.connect(path) as con:
+        for model, meta in con.execute("SELECT model, meta FROM models WHERE run = 'fmnist_s1'").fetchall():
+            meta = json.loads(meta)
+            meta["config"]["seed"] = 1
+            con.execute("UPDATE models SET meta = ? WHERE model = ?", (json.dumps(meta), model))
+    monkeypatch.setattr(sys, "argv", ["seed_figures.py", str(tmp_path / "run")])
+    runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "seed_figures.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "Mean over 2 seeds" in out
+    assert "| gen0 | 81.00 | [68.29, 93.71] | 80.00 / 82.00 |" in out  # t(0.975, 1) * sqrt(2) / sqrt(2) = 12.71
+    # gen1 - gen0 per seed: +5 and +7; mean +6, sd sqrt(2): the same half-width 12.71, so not resolved
+    assert "| gen1 | +6.00 | [-6.71, +18.71] | +5.00 / +7.00 | not resolved (the interval spans 0) |" in out
