@@ -18,8 +18,10 @@ MARKS = {"better": "✓", "worse": "✗", "unresolved": "~", "untested": "?", "b
 
 
 def lower_is_better(quantity: str) -> bool:
-    """Whether a smaller value of the headline quantity (key as in `tables.quantities`) is the better one."""
-    return quantity.split("_d")[0] in LOWER_IS_BETTER and not quantity.startswith("mean_")
+    """Whether a smaller value of the headline quantity (key as in `tables.quantities`) is the better one: the
+    error ratios (mCE, relative mCE, mFR, mT5D, per difficulty) and every calibration error (`*_ece`)."""
+    key = quantity.split("_d")[0]
+    return (key in LOWER_IS_BETTER and not quantity.startswith("mean_")) or quantity.endswith("_ece")
 
 
 def summary_quantities(long: pd.DataFrame) -> list[str]:

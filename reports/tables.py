@@ -53,6 +53,9 @@ FIXED_QUANTITIES = (
     Quantity("clean_ece", "clean ECE (%)", "ece", suite="clean"),
     Quantity("mean_corruption_ece", "mean corruption ECE (%)", "mean_corruption_ece"),
     Quantity("imagenet_a_ece", "ImageNet-A ECE (%)", "ece", suite="natural-adversarial"),
+    Quantity("imagenet_r_ece", "ImageNet-R ECE (%)", "ece", suite="shifts", dataset="imagenet-r"),
+    Quantity("imagenet_sketch_ece", "ImageNet-Sketch ECE (%)", "ece", suite="shifts", dataset="imagenet-sketch"),
+    Quantity("imagenet_v2_ece", "ImageNet-V2 ECE (%)", "ece", suite="shifts", dataset="imagenet-v2"),
 )
 
 

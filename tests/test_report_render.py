@@ -111,6 +111,7 @@ def test_numbers_are_printed_to_their_precision(long: pd.DataFrame) -> None:
 def test_summary_says_which_way_is_better_and_what_is_resolved(long: pd.DataFrame) -> None:
     assert lower_is_better("mce") and lower_is_better("mfr_d2") and not lower_is_better("clean_top1")
     assert not lower_is_better("mean_corruption_top1") and not lower_is_better("PGD_eps8")
+    assert lower_is_better("clean_ece") and lower_is_better("mean_corruption_ece") and lower_is_better("imagenet_r_ece")
     summary = build_summary(long, BASELINE)
     labels = [c["label"] for c in summary.columns]
     assert labels == ["clean top-1", "mCE", "relative mCE", "mFR", "FGSM eps=8/255 acc.", "PGD eps=8/255 acc."]

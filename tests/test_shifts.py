@@ -69,6 +69,13 @@ def test_shift_sets_are_scored_with_their_masks_and_recorded(shift_trees, tmp_pa
     summary = json.loads((tmp_path / "summary.json").read_text())["models"]["pixel"]
     assert summary["shifts"]["imagenet-sketch"]["top1"] == 100.0 and summary["shifts"]["imagenet-r"]["n"] == 6
     assert "shifts" not in summary["skipped"]
+    from reports import tables
+    from reports.load import load_stores
+
+    long = tables.headline_long(load_stores([tmp_path / "results.sqlite"]), None)
+    ece = {r.quantity: r.value for r in long.itertuples() if r.quantity.endswith("_ece")}
+    stored = {r["dataset"]: r["value"] for r in rows if r["suite"] == "shifts" and r["metric"] == "ece"}
+    assert ece["imagenet_r_ece"] == pytest.approx(stored["imagenet-r"]) and "imagenet_v2_ece" in ece
 
 
 def test_v2_variant_names_and_bad_roots(tmp_path, capsys):
