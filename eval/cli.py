@@ -158,8 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """What argparse cannot check: names from the catalogues, and that every folder and file named exists (before
     anything is loaded). Raises ValueError naming the flag."""
-    from eval.corruptions.catalog import ALL_CORRUPTIONS
-    from eval.metrics.perturbation import ALL_PERTURBATIONS
+    from eval.corruptions.catalog import ALL_CORRUPTIONS, ALL_PERTURBATIONS
 
     for flag, given, valid in (("--corruptions", args.corruptions, ALL_CORRUPTIONS),
                                ("--perturbations", args.perturbations, ALL_PERTURBATIONS)):

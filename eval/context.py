@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence, cast
 import torch
 from torch import nn
 
-from eval.datasets import DatasetError, clean_test_set, imagenet_val_set
+from eval.datasets import DataError, clean_test_set, imagenet_val_set
 from eval.metrics import CALIBRATION_METRICS, Calibration, NonFiniteLogits, TopKAccuracy
 from eval.sharding import FollowerStore, all_agree, rank_batches
 from eval.store import Cell, ResultStore
@@ -125,7 +125,7 @@ class EvalContext:
             if self.data.val is not None:
                 self._clean = imagenet_val_set(self.data.val, self.meta, self.options.limit, self.options.seed)
             elif not self.has_clean_set():
-                raise DatasetError(f"{self.model_name} carries no test set of its own: give --val (an ImageFolder "
+                raise DataError(f"{self.model_name} carries no test set of its own: give --val (an ImageFolder "
                                    "val tree) for clean accuracy")
             else:
                 self._clean = clean_test_set(self.meta, self.options.limit, self.options.seed)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from eval.corruptions import ENGINE_VERSION
-from nst_common.errors import DatasetError
+from nst_common.errors import DataError
 from nst_common.files import write_array
 from nst_core.images import IMAGE_EXTENSIONS, EvalTransform, class_folders, list_images, listing_digest, map_classes
 from nst_core.imagesets import ImageSet
@@ -66,7 +66,7 @@ def clean_test_set(meta: Mapping[str, Any], limit: int | None = None, seed: int 
     config = meta.get("config") or {}
     data_cfg = config.get("data", config) if isinstance(config, Mapping) else config
     if not data_cfg:
-        raise DatasetError(f"model {meta.get('name')!r} carries no data config: give --val (an ImageFolder val tree)")
+        raise DataError(f"model {meta.get('name')!r} carries no data config: give --val (an ImageFolder val tree)")
     image_set = load_test_set(data_cfg, meta["input_size"])
     positions = seeded_subset(len(image_set), limit, seed)
     if len(positions) < len(image_set):
@@ -88,22 +88,22 @@ def _folder_set(root: Path, name: str, transform: EvalTransform, meta: Mapping[s
     the file list, the class mapping and the transform, so other images can never read back these cells.
     """
     if not root.is_dir():
-        raise DatasetError(f"{what} folder not found: {root}")
+        raise DataError(f"{what} folder not found: {root}")
     folders = class_folders(root)
     if not folders:
-        raise DatasetError(f"{root} has no class folders: expected the ImageFolder layout for {what} "
+        raise DataError(f"{root} has no class folders: expected the ImageFolder layout for {what} "
                            "(<root>/<wnid>/*.JPEG, or <root>/<class index>/* as ImageNetV2)")
     num_classes = len(classes) if classes is not None else int(meta.get("num_classes") or 0)
     try:
         label_of = map_classes(folders, classes if classes is not None else model_classes(meta), num_classes,
                                f"{what} {root}")
     except ValueError as exc:
-        raise DatasetError(str(exc)) from None
+        raise DataError(str(exc)) from None
     listing = list_images(root, folders)
     files = [root / folder / f for folder, names in listing for f in names]
     labels = [label_of[folder] for folder, names in listing for _ in names]
     if not files:
-        raise DatasetError(f"no images under {root} (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(f"no images under {root} (extensions {', '.join(IMAGE_EXTENSIONS)})")
     mapping = ",".join(f"{f}={label_of[f]}" for f in folders)
     digest = hashlib.sha1(f"{root.resolve()}|{listing_digest(listing)}|{mapping}|{transform.digest()}".encode())
     source = digest.hexdigest()[:16]  # the folder, its file list (no stat calls), the class mapping, the transform
@@ -156,7 +156,7 @@ def imagenet_c_set(root: str | os.PathLike, corruption: str, severity: int, meta
     cell = Path(root) / corruption / str(severity)
     if not cell.is_dir():
         missing = cell if (Path(root) / corruption).is_dir() else Path(root) / corruption
-        raise DatasetError(f"ImageNet-C folder missing: {missing} (expected <root>/<corruption>/<severity 1-5>/"
+        raise DataError(f"ImageNet-C folder missing: {missing} (expected <root>/<corruption>/<severity 1-5>/"
                            f"<wnid>/*.JPEG). Complete the download, or choose corruptions with --corruptions")
     name = "imagenet-c" if method == "crop" else f"imagenet-c-{method}d"
     data = _folder_set(cell, name, official_224_transform(meta, method), meta, limit, seed, "ImageNet-C")
@@ -291,7 +291,7 @@ def corrupted_set(clean: ImageSet, corruption: str, severity: int, backend: str 
 
 
 __all__ = [
-    "DatasetError", "seeded_subset", "clean_test_set", "val_transform", "official_224_transform",
+    "DataError", "seeded_subset", "clean_test_set", "val_transform", "official_224_transform",
     "imagenet_val_set", "imagenet_c_set", "imagenet_a_set", "imagenet_a_mask", "imagenet_a_synsets",
     "imagenet_r_set", "imagenet_r_mask", "imagenet_r_synsets", "imagenet_sketch_set", "imagenet_v2_set",
     "imagenet_v2_variant", "IMAGENET_V2_VARIANTS",

@@ -18,8 +18,8 @@ import torch
 from eval.context import EvalContext
 from eval.corruptions import ALL_CORRUPTIONS, corrupt
 from eval.corruptions.perturbations import example_frames
-from eval.datasets import DatasetError
-from eval.metrics.perturbation import ALL_PERTURBATIONS
+from eval.datasets import DataError
+from eval.corruptions.catalog import ALL_PERTURBATIONS
 from nst_common.files import write_arrays
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def write_examples(out: str | os.PathLike, ctx: EvalContext, suites: Sequence[st
         return path
     try:
         clean = ctx.clean_set()
-    except DatasetError as exc:
+    except DataError as exc:
         log.info("no example images: %s", exc)
         return None
     if len(clean) == 0:

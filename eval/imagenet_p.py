@@ -7,7 +7,7 @@ video would change the benchmark.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from eval.datasets import DatasetError, model_classes, seeded_subset
-from eval.metrics.perturbation import ALL_PERTURBATIONS, is_noise_perturbation
+from eval.datasets import DataError, model_classes, seeded_subset
+from eval.corruptions.catalog import ALL_PERTURBATIONS
+from eval.metrics.perturbation import is_noise_perturbation
 from nst_core.images import class_folders, listing_digest, map_classes
 from nst_core.imagesets import default_workers
 
@@ -34,16 +35,16 @@ def read_video(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise DatasetError(f"{path} has no video stream")
+                raise DataError(f"{path} has no video stream")
             fmt = "rgb24" if channels == 3 else "gray"
             frames = [torch.from_numpy(frame.to_ndarray(format=fmt)) for frame in container.decode(video=0)]
-    except DatasetError:
+    except DataError:
         raise
     except Exception as exc:  # PyAV raises FFmpeg errors of many types; name the file whatever it was
-        raise DatasetError(f"cannot read video {path}: {exc}. Replace or delete the file; videos are never "
+        raise DataError(f"cannot read video {path}: {exc}. Replace or delete the file; videos are never "
                            "skipped (that would change the benchmark)") from None
     if not frames:
-        raise DatasetError(f"video {path} has no frames")
+        raise DataError(f"video {path} has no frames")
     video = torch.stack(frames)
     return video.permute(0, 3, 1, 2).contiguous() if video.ndim == 4 else video.unsqueeze(1)
 
@@ -104,7 +105,7 @@ class VideoSequences:
             out = F.interpolate(video.float(), size=(h, w), mode=mode, antialias=True, align_corners=False)
             return out.round_().clamp_(0, 255).to(torch.uint8)
         if vh < h or vw < w:
-            raise DatasetError(f"{self.files[position]} is {vw}x{vh}, smaller than the model's input {w}x{h}: "
+            raise DataError(f"{self.files[position]} is {vw}x{vh}, smaller than the model's input {w}x{h}: "
                                "ImageNet-P frames are only center-cropped, never resized; generate the sequences at "
                                "this size instead (evaluate without --imagenet-p, with --val)")
         top, left = (vh - h) // 2, (vw - w) // 2
@@ -146,22 +147,22 @@ def imagenet_p_sequences(root: str | os.PathLike, perturbation: str, meta: Mappi
     at 224 px) or `resize` (the 224 frames resized to the model's input with its interpolation)."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"ImageNet-P root not found: {root}")
+        raise DataError(f"ImageNet-P root not found: {root}")
     folder = perturbation_folder(root, perturbation, difficulty)
     if not folder.is_dir():
         present = sorted(d.name for d in root.iterdir() if d.is_dir())
-        raise DatasetError(f"ImageNet-P folder missing: {folder} (expected <root>/<perturbation>/<wnid>/*.mp4, "
+        raise DataError(f"ImageNet-P folder missing: {folder} (expected <root>/<perturbation>/<wnid>/*.mp4, "
                            f"difficulty 2/3 of noise in <perturbation>_2/_3; found: {', '.join(present) or 'none'}). "
                            "Complete the download, or choose perturbations to run")
     folders = class_folders(folder)
     if not folders:
-        raise DatasetError(f"{folder} has no class folders (<wnid>/*.mp4)")
+        raise DataError(f"{folder} has no class folders (<wnid>/*.mp4)")
     try:
         label_of = map_classes(folders, model_classes(meta), int(meta.get("num_classes") or 0),
                                f"ImageNet-P {folder}")
     except ValueError as exc:
         if model_classes(meta) or any(f.isdigit() for f in folders):
-            raise DatasetError(str(exc)) from None
+            raise DataError(str(exc)) from None
         label_of = {}
     files: list[Path] = []
     labels: list[int] = []
@@ -172,7 +173,7 @@ def imagenet_p_sequences(root: str | os.PathLike, perturbation: str, meta: Mappi
         files += [folder / wnid / n for n in names]
         labels += [label_of.get(wnid, -1)] * len(names)
     if not files:
-        raise DatasetError(f"no videos under {folder} (extensions {', '.join(VIDEO_EXTENSIONS)})")
+        raise DataError(f"no videos under {folder} (extensions {', '.join(VIDEO_EXTENSIONS)})")
     if method not in ("crop", "resize"):
         raise ValueError(f"unknown ImageNet-P method {method!r}; valid: crop, resize")
     positions = seeded_subset(len(files), limit, seed)

@@ -3,13 +3,12 @@
 Every class keeps the built-in base it had before this hierarchy (ValueError, or RuntimeError for
 `EvaluationError`), so code that catches `ValueError` catches what it caught before. Each message names the file, key
 or value and says what to do. The classes are importable where they were defined before (`nst_core.config.ConfigError`,
-`nst_core.data.DataError`, `eval.datasets.DatasetError`, `eval.store.StoreError` ...); this module imports nothing
+`nst_core.data.DataError`, `eval.datasets.DataError`, `eval.store.StoreError` ...); this module imports nothing
 heavy.
 
     NSTError
     |-- ConfigError        a run config, key or flag that cannot be used          (nst_core.config)
-    |-- DataError          training data that cannot be found or read             (nst_core.data)
-    |   `-- DatasetError   evaluation data that is missing or unreadable          (eval.datasets)
+    |-- DataError          data (training or evaluation) missing or unreadable     (nst_core.data, eval.datasets)
     |-- ImageError         an image file that cannot become 8-bit RGB             (nst_core.images)
     |-- CheckpointError    a checkpoint that is missing, incomplete or corrupt    (nst_core.checkpoint)
     |-- DivergedError      training produced a non-finite loss or weights         (nst_core.training)
@@ -19,7 +18,7 @@ heavy.
 """
 from __future__ import annotations
 
-__all__ = ["describe_os_error", "NSTError", "ConfigError", "DataError", "DatasetError", "ImageError", "CheckpointError", "DivergedError",
+__all__ = ["describe_os_error", "NSTError", "ConfigError", "DataError", "ImageError", "CheckpointError", "DivergedError",
            "EvaluationError", "StoreError", "ReportError"]
 
 
@@ -33,10 +32,6 @@ class ConfigError(NSTError, ValueError):
 
 class DataError(NSTError, ValueError):
     """Data that cannot be found or read; the message names the path and says how to get it."""
-
-
-class DatasetError(DataError):
-    """Evaluation data that is missing or unreadable; the message names the path and says what to do."""
 
 
 class ImageError(NSTError, ValueError):

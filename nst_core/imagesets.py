@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from nst_common.errors import DatasetError
+from nst_common.errors import DataError
 from nst_core.images import EvalTransform, ImageError
 
 SMALL_SET = 1024  # files: fewer are read in-process (starting worker processes would cost more than they save)
@@ -48,7 +48,7 @@ class ImageSet(Dataset):
     subset: it is the `data_id` of every cell measured on the set.
 
     Raises ValueError for neither or both of images and files, or files without a transform; reading an unreadable
-    file raises `DatasetError` (a `DataError`) naming it.
+    file raises `DataError` (a `DataError`) naming it.
     """
 
     labels: torch.Tensor
@@ -85,7 +85,7 @@ class ImageSet(Dataset):
         try:
             return self.transform(self.files[index]), int(self.labels[index])
         except ImageError as exc:
-            raise DatasetError(str(exc)) from None
+            raise DataError(str(exc)) from None
 
     @property
     def pixels(self) -> torch.Tensor:

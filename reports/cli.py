@@ -6,7 +6,6 @@ import argparse
 import logging
 import sqlite3
 import sys
-from pathlib import Path
 
 from nst_common.errors import describe_os_error
 

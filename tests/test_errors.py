@@ -10,7 +10,7 @@ from nst_common.errors import NSTError
 
 def test_every_error_is_an_nst_error_and_keeps_its_old_base() -> None:
     from eval.context import EvaluationError
-    from eval.datasets import DatasetError
+    from eval.datasets import DataError as EvalDataError
     from eval.store import StoreError
     from nst_common.errors import CheckpointError
     from nst_core.checkpoint import StateMismatch
@@ -20,7 +20,7 @@ def test_every_error_is_an_nst_error_and_keeps_its_old_base() -> None:
     from nst_core.training import DivergedError
     from reports.load import ReportError
 
-    value_errors = [ConfigError, DataError, DatasetError, ImageError, CheckpointError, StateMismatch, DivergedError,
+    value_errors = [ConfigError, DataError, ImageError, CheckpointError, StateMismatch, DivergedError,
                     StoreError, ReportError]
     for cls in value_errors + [EvaluationError]:
         assert isinstance(cls("x"), NSTError), cls
@@ -28,7 +28,7 @@ def test_every_error_is_an_nst_error_and_keeps_its_old_base() -> None:
         assert isinstance(cls("x"), ValueError), cls
     assert isinstance(EvaluationError("x"), RuntimeError)
     assert not isinstance(EvaluationError("x"), ValueError)  # as before: `except ValueError` does not swallow it
-    assert issubclass(DatasetError, DataError)  # one data error: eval's is a kind of nst_core's
+    assert EvalDataError is DataError  # one data error for training and evaluation data
     assert {getattr(errors, name) for name in errors.__all__} >= set(value_errors) - {StateMismatch} | {EvaluationError}
 
 

@@ -13,7 +13,7 @@ from torch import nn
 import eval
 from eval.context import EvaluationError
 from eval.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
-from eval.datasets import DatasetError, imagenet_a_mask, imagenet_a_synsets
+from eval.datasets import DataError, imagenet_a_mask, imagenet_a_synsets
 from eval.metrics import ALEXNET_CLEAN_ERROR, alexnet_errors
 from eval.store import ResultStore
 
@@ -120,14 +120,14 @@ def test_missing_severity_is_an_error_naming_it_and_keeps_stored_cells(imagenet_
     shutil.copytree(imagenet_trees["c"], tree)
     shutil.rmtree(tree / "fog" / "3")
     data = eval.DataSources(val=imagenet_trees["val"], imagenet_c=tree)
-    with pytest.raises(DatasetError, match=r"fog/3"):
+    with pytest.raises(DataError, match=r"fog/3"):
         eval.evaluate(Brightness().eval(), META, "corruption", data=data, out=tmp_path / "out", progress=False,
                       imagenet_c_method="crop")
     with ResultStore(tmp_path / "out" / "results.sqlite") as store:
         stored = {(r["corruption"], r["severity"]) for r in store.rows(suite="corruption", metric="top1")}
     assert ("frost", 5) in stored and ("fog", 2) in stored and ("fog", 3) not in stored
     shutil.rmtree(tree / "fog")
-    with pytest.raises(DatasetError, match=r"folder missing: .*fog"):
+    with pytest.raises(DataError, match=r"folder missing: .*fog"):
         eval.evaluate(Brightness().eval(), META, "corruption", data=data, store=ResultStore(None), progress=False,
                       imagenet_c_method="crop")
 
@@ -192,7 +192,7 @@ def test_class_count_mismatch_unreadable_image_and_nan_logits(imagenet_trees, tm
     val = tmp_path / "val"
     shutil.copytree(imagenet_trees["val"], val)
     data = eval.DataSources(val=val)
-    with pytest.raises(DatasetError, match=r"class folders \['n01440764', 'n01443537'\] are not among the model's"):
+    with pytest.raises(DataError, match=r"class folders \['n01440764', 'n01443537'\] are not among the model's"):
         eval.evaluate(Brightness().eval(), {**META, "classes": ["cat", "dog"]}, "clean", data=data, progress=False)
 
     class NaNModel(Brightness):
@@ -208,7 +208,7 @@ def test_class_count_mismatch_unreadable_image_and_nan_logits(imagenet_trees, tm
 
     bad = val / WNIDS[1] / "broken.JPEG"
     bad.write_bytes(b"not a jpeg at all")
-    with pytest.raises(DatasetError, match=r"cannot read image .*broken\.JPEG"):
+    with pytest.raises(DataError, match=r"cannot read image .*broken\.JPEG"):
         eval.evaluate(Brightness().eval(), {**META, "name": "other"}, "clean", data=data, progress=False)
     with pytest.raises(ValueError, match="needs --val"):
         eval.evaluate(Brightness().eval(), META, "clean", data=eval.DataSources(imagenet_c=tmp_path),

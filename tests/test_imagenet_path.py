@@ -17,7 +17,7 @@ from torch import nn
 import eval
 from eval.cli import main as nst_eval
 from eval.context import EvalContext
-from eval.datasets import DatasetError, imagenet_c_set, imagenet_val_set, model_classes
+from eval.datasets import DataError, imagenet_c_set, imagenet_val_set, model_classes
 from eval.store import ResultStore
 from eval.suites import resolve_suites
 from nst_core.images import EvalTransform, ImageError, open_rgb
@@ -78,9 +78,9 @@ def test_numeric_folders_are_class_indices_not_text_order(tmp_path):
 
 def test_unknown_class_folders_are_an_error_listing_them(tmp_path):
     val = tree(tmp_path / "val", {"cats": 0, "n01440764": 0})
-    with pytest.raises(DatasetError, match=r"class folders \['cats'\] are not among the model's classes"):
+    with pytest.raises(DataError, match=r"class folders \['cats'\] are not among the model's classes"):
         imagenet_val_set(val, META)
-    with pytest.raises(DatasetError, match=r"\['1000'\] are >= the model's 1000 classes"):
+    with pytest.raises(DataError, match=r"\['1000'\] are >= the model's 1000 classes"):
         imagenet_val_set(tree(tmp_path / "num", {"3": 3, "1000": 0}), META)
 
 

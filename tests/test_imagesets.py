@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from nst_common.errors import DataError, DatasetError
+from nst_common.errors import DataError
 from nst_core.images import EvalTransform
 from nst_core.imagesets import ImageSet
 
@@ -49,8 +49,8 @@ def test_bad_sets_are_refused(tmp_path):
         ImageSet(torch.zeros(1), 1, "files", files=[tmp_path / "a.png"])
     (tmp_path / "a.png").write_bytes(b"not a png")
     broken = ImageSet(torch.zeros(1), 1, "broken", files=[tmp_path / "a.png"], transform=EvalTransform((3, 8, 8)))
-    with pytest.raises(DatasetError, match=r"a\.png") as caught:
+    with pytest.raises(DataError, match=r"a\.png") as caught:
         broken[0]
-    assert isinstance(caught.value, DataError)  # training catches DataError, evaluation DatasetError
+    assert isinstance(caught.value, DataError)  # training catches DataError, evaluation DataError
     with pytest.raises(ValueError, match="materialize"):
         broken.pixels

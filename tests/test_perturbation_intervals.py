@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from eval.metrics.perturbation import EVALUATED_PERTURBATIONS, bootstrap_relative_mean
+from eval.corruptions.catalog import EVALUATED_PERTURBATIONS
+from eval.metrics.perturbation import bootstrap_relative_mean
 from eval.store import ResultStore
 from eval.suites import SUITES
 import torch

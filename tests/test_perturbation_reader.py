@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.datasets import DatasetError
+from eval.datasets import DataError
 from eval.imagenet_p import imagenet_p_sequences, perturbation_folder, read_video, write_video
 
 FRAMES, SIZE = 6, 48
@@ -60,7 +60,7 @@ def test_sequences_layout_labels_and_center_crop(tree):
 def test_sequences_map_classes_by_name_whatever_subset(tree):
     seqs = imagenet_p_sequences(tree, "rotate", meta(32, ["n00", "n01", "n02"]))
     assert seqs.labels.tolist() == [1, 2]
-    with pytest.raises(DatasetError, match=r"\['n01', 'n02'\] are not among the model's classes"):
+    with pytest.raises(DataError, match=r"\['n01', 'n02'\] are not among the model's classes"):
         imagenet_p_sequences(tree, "rotate", meta(32, ["cat", "dog"], 2))
 
 
@@ -70,15 +70,15 @@ def test_difficulty_folders():
 
 
 def test_missing_folder_and_unreadable_video_are_named(tree, tmp_path):
-    with pytest.raises(DatasetError, match="gaussian_noise_3"):
+    with pytest.raises(DataError, match="gaussian_noise_3"):
         imagenet_p_sequences(tree, "gaussian_noise", meta(32), difficulty=3)
-    with pytest.raises(DatasetError, match="not found"):
+    with pytest.raises(DataError, match="not found"):
         imagenet_p_sequences(tmp_path / "nowhere", "rotate", meta(32))
     bad = tmp_path / "p" / "rotate" / "n01" / "broken.mp4"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not a video at all")
     seqs = imagenet_p_sequences(tmp_path / "p", "rotate", meta(32))
-    with pytest.raises(DatasetError, match="broken.mp4"):
+    with pytest.raises(DataError, match="broken.mp4"):
         next(seqs.batches(4))
-    with pytest.raises(DatasetError, match="smaller than the model's input"):
+    with pytest.raises(DataError, match="smaller than the model's input"):
         imagenet_p_sequences(tree, "rotate", meta(64)).read(0)

@@ -10,7 +10,7 @@ from eval.corruptions.perturbations import (
     generate_sequences,
     num_frames,
 )
-from eval.metrics.perturbation import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, EXTRA_PERTURBATIONS
+from eval.corruptions.catalog import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, EXTRA_PERTURBATIONS
 
 # where a frame must equal the clean image exactly
 CLEAN_FRAME = {"gaussian_noise": 0, "shot_noise": 0, "speckle_noise": 0, "zoom_blur": 0, "brightness": 15,

@@ -7,7 +7,7 @@ from torch import nn
 
 from eval.context import EvalContext, EvalOptions
 from nst_core.imagesets import ImageSet
-from eval.metrics.perturbation import EVALUATED_PERTURBATIONS
+from eval.corruptions.catalog import EVALUATED_PERTURBATIONS
 from eval.store import ResultStore
 from eval.suites import SUITES
 

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from eval.corruptions.catalog import image_seed
-from eval.metrics.perturbation import ALL_PERTURBATIONS, is_noise_perturbation
+from eval.corruptions.catalog import ALL_PERTURBATIONS
+from eval.metrics.perturbation import is_noise_perturbation
 from nst_common.files import write_array
 
 REFERENCE_SIZE = 224

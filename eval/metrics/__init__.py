@@ -28,7 +28,7 @@ from eval.metrics.corruption import (
     relative_mce,
 )
 from eval.metrics.gradient import ZeroGradient
-from eval.metrics.perturbation import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, PerturbationMetrics
+from eval.metrics.perturbation import PerturbationMetrics
 
 __all__ = [
     "Metric", "REDUCTIONS", "NonFiniteLogits", "ZeroGradient",
@@ -36,5 +36,5 @@ __all__ = [
     "ALEXNET_CLEAN_ERROR", "ALEXNET_NAME", "SEVERITIES",
     "alexnet_errors", "corruption_error", "relative_corruption_error", "mce", "mean_ce", "relative_mce",
     "mean_corruption_accuracy", "corruption_summary",
-    "ALL_PERTURBATIONS", "EVALUATED_PERTURBATIONS", "PerturbationMetrics",
+    "PerturbationMetrics",
 ]

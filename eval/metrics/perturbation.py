@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from eval.corruptions.catalog import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS, EXTRA_PERTURBATIONS  # the names
+from eval.corruptions.catalog import EVALUATED_PERTURBATIONS
 from eval.metrics.base import Metric
 
 TOP_K = 5

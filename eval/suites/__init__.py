@@ -20,7 +20,7 @@ and decorate a function taking an `eval.context.EvalContext` and returning resul
   `robustness` runs, in `order`, every registered suite with `in_robustness=True` whose `supports` is true.
   A suite asked for by name that does not support the data raises an error saying what is missing.
 - `plan(ctx) -> PlanItem`: what the suite will do (cells, images per cell, forward-pass images, cache bytes),
-  building only what is cheap (folder listings); raising `ValueError` (or `DatasetError` / `EvaluationError`)
+  building only what is cheap (folder listings); raising `ValueError` (or `DataError` / `EvaluationError`)
   here means the model and data do not fit. `resolve_suites` plans every suite before any runs: under
   `robustness` a suite that cannot run is skipped with its reason (listed in summary.json), a suite asked for by
   name is an error, so nothing is measured before every argument and folder has been checked.
@@ -101,7 +101,7 @@ def resolve_suites(names: str | list[str], ctx: "EvalContext") -> tuple[list[Sui
     plan's own error). Nothing is measured here.
     """
     from eval.context import EvaluationError
-    from eval.datasets import DatasetError
+    from eval.datasets import DataError
 
     wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
     for name in wanted:
@@ -119,7 +119,7 @@ def resolve_suites(names: str | list[str], ctx: "EvalContext") -> tuple[list[Sui
                 if not suite.supports(ctx):
                     raise ValueError(f"suite {suite.name!r} does not apply here: {suite.requirement}")
                 item = suite.plan(ctx) if suite.plan is not None else None
-            except (ValueError, DatasetError, EvaluationError) as exc:
+            except (ValueError, DataError, EvaluationError) as exc:
                 if name not in META_SUITES:
                     raise
                 skipped[suite.name] = str(exc)

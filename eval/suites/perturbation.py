@@ -26,13 +26,12 @@ from typing import Any
 import torch
 
 from eval.context import DEFAULT_TRANSFORM, EvalContext, EvaluationError
+from eval.corruptions.catalog import ALL_PERTURBATIONS, EVALUATED_PERTURBATIONS
 from eval.corruptions.perturbations import GENERATOR_VERSION, cached_sequences, check_perturbation, num_frames
 from eval.datasets import DEFAULT_CACHE, seeded_subset
 from eval.imagenet_p import imagenet_p_sequences
 from eval.metrics.perturbation import (
     bootstrap_relative_mean,
-    ALL_PERTURBATIONS,
-    EVALUATED_PERTURBATIONS,
     PerturbationMetrics,
     mean_over_perturbations,
     relative_to_baseline,
