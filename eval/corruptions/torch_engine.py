@@ -534,6 +534,12 @@ def _hwc_numpy(u8: torch.Tensor) -> np.ndarray:
     return u8.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def _hwc_images(u8: torch.Tensor) -> list[np.ndarray]:
+    """uint8 CPU RGB images [N, 3, H, W] -> N contiguous [H, W, 3] NumPy arrays by cv2.merge (the same bytes as
+    ``_hwc_numpy``, ~8x faster than torch's permuting copy at 224 px)."""
+    return [cv2.merge(list(image)) for image in u8.numpy()]
+
+
 def pixelate(u8: torch.Tensor, factor: float, draws: Draws, preset: Preset) -> torch.Tensor:
     """Pillow BOX downscale by the table's factor, then upscale: NEAREST (imagecorruptions) or BOX (Hendrycks'
     small-image generators). On the CPU Pillow itself runs per image (the reference's code, ~0.2 ms at 224 px); on
@@ -542,9 +548,8 @@ def pixelate(u8: torch.Tensor, factor: float, draws: Draws, preset: Preset) -> t
     sh, sw = int(h * factor), int(w * factor)
     up = Image.Resampling.BOX if preset.pixelate_upscale == "box" else Image.Resampling.NEAREST
     if u8.device.type == "cpu":
-        images = _hwc_numpy(u8)
-        out = np.empty_like(images)
-        for i, image in enumerate(images):
+        out = np.empty((u8.shape[0], h, w, 3), dtype=np.uint8)
+        for i, image in enumerate(_hwc_images(u8)):
             out[i] = np.asarray(Image.fromarray(image).resize((sw, sh), Image.Resampling.BOX).resize((w, h), up))
         return torch.from_numpy(out).permute(0, 3, 1, 2)
     x = kernels.pil_box_resize(u8, sh, sw)
@@ -562,9 +567,11 @@ def jpeg_compression(u8: torch.Tensor, quality: int, draws: Draws, preset: Prese
     the three presets) at ~0.6x its cost. CUDA: torchvision's nvJPEG batch codec, whose output can differ slightly.
     """
     if u8.device.type == "cpu" and draws.mode == "device":
+        # the codec takes CHW tensors and copies them to HWC: CHW views of cv2.merge's HWC arrays spare that copy
+        hwc = [torch.from_numpy(image).permute(2, 0, 1) for image in _hwc_images(u8)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.stack(torchvision.io.decode_jpeg(torchvision.io.encode_jpeg(list(u8), quality=quality)))
+            return torch.stack(torchvision.io.decode_jpeg(torchvision.io.encode_jpeg(hwc, quality=quality)))
     if u8.device.type == "cuda":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io codecs, still the CUDA path
