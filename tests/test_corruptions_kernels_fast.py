@@ -124,3 +124,22 @@ def test_plasma_fractal_device_mode_is_the_reference_on_its_uniforms(monkeypatch
     assert used[0] == total
     got = torch_engine._plasma_fractal(mapsize, decay, Draws.create("device", 0, "fog", 3, [5], cpu), cpu)[0]
     assert np.abs(got.double().numpy() - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("size", [(224, 224), (61, 48), (32, 32)])
+def test_pixelate_cpu_is_pillow(size: tuple[int, int]) -> None:
+    """The CPU pixelate (Pillow BOX down, OpenCV's exact nearest up, planes split by OpenCV) gives Pillow's
+    BOX-then-NEAREST images byte for byte, at every imagenet-c severity."""
+    from PIL import Image
+
+    rs = np.random.default_rng(1)
+    x = torch.from_numpy(rs.integers(0, 256, (3, 3, *size), dtype=np.uint8))
+    h, w = size
+    for severity in range(1, 6):
+        got = torch_engine.corrupt_torch(x, "pixelate", severity, [0, 1, 2], preset="imagenet-c", rng="device")
+        factor = torch_engine.PIXELATE[severity - 1]
+        for image, out in zip(x, got):
+            pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+            pil = pil.resize((int(w * factor), int(h * factor)), Image.Resampling.BOX)
+            expected = np.asarray(pil.resize((w, h), Image.Resampling.NEAREST))
+            assert np.array_equal(out.permute(1, 2, 0).numpy(), expected), (size, severity)

@@ -540,6 +540,15 @@ def _hwc_images(u8: torch.Tensor) -> list[np.ndarray]:
     return [cv2.merge(list(image)) for image in u8.numpy()]
 
 
+@functools.lru_cache(maxsize=256)
+def _cv2_nearest_is_pillows(in_size: int, out_size: int) -> bool:
+    """Whether cv2.resize(INTER_NEAREST_EXACT) from ``in_size`` to ``out_size`` samples the source indices of Pillow's
+    NEAREST resize (``kernels.pil_nearest_index``), tested on an index ramp (true for every size tried)."""
+    ramp = np.arange(in_size, dtype=np.float32)[None, :].repeat(2, 0)
+    got = cv2.resize(ramp, (out_size, 2), interpolation=cv2.INTER_NEAREST_EXACT)[0].astype(np.int64)
+    return bool(np.array_equal(got, kernels.pil_nearest_index(in_size, out_size)))
+
+
 def pixelate(u8: torch.Tensor, factor: float, draws: Draws, preset: Preset) -> torch.Tensor:
     """Pillow BOX downscale by the table's factor, then upscale: NEAREST (imagecorruptions) or BOX (Hendrycks'
     small-image generators). On the CPU Pillow itself runs per image (the reference's code, ~0.2 ms at 224 px); on
@@ -548,6 +557,14 @@ def pixelate(u8: torch.Tensor, factor: float, draws: Draws, preset: Preset) -> t
     sh, sw = int(h * factor), int(w * factor)
     up = Image.Resampling.BOX if preset.pixelate_upscale == "box" else Image.Resampling.NEAREST
     if u8.device.type == "cpu":
+        if up == Image.Resampling.NEAREST and _cv2_nearest_is_pillows(sh, h) and _cv2_nearest_is_pillows(sw, w):
+            # OpenCV's INTER_NEAREST_EXACT picks Pillow's NEAREST source pixels (checked for these sizes) and
+            # cv2.split writes the planes of the [N, 3, H, W] result: ~15 % faster than Pillow's upscale + permute
+            planes = np.empty((u8.shape[0], 3, h, w), dtype=np.uint8)
+            for i, image in enumerate(_hwc_images(u8)):
+                small = np.asarray(Image.fromarray(image).resize((sw, sh), Image.Resampling.BOX))
+                cv2.split(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST_EXACT), list(planes[i]))
+            return torch.from_numpy(planes)
         out = np.empty((u8.shape[0], h, w, 3), dtype=np.uint8)
         for i, image in enumerate(_hwc_images(u8)):
             out[i] = np.asarray(Image.fromarray(image).resize((sw, sh), Image.Resampling.BOX).resize((w, h), up))
