@@ -8,12 +8,13 @@ The speed table times, in one run, the reference backend and the torch engine in
 corruption, the geometric mean over the 15 common corruptions, and the load average (os.getloadavg) before and
 after, since the machine may be shared.
        python benchmarks/bench_corruptions.py --model CHECKPOINT_DIR [--images 1000] [--compare backend|rng|seed]
+       [--seed-pair 0 1]
        python benchmarks/bench_corruptions.py --fidelity 4 [--size 224]
 The --fidelity form prints the PSNR (dB) between the two backends per corruption and severity on that many photos.
 The --model form prints a trained model's top-1 error on its own test set corrupted by each backend (or, with
 --compare rng, by the torch engine in each random-number mode; with --compare seed, by the torch engine's reference
-mode with corruption seeds 0 and 1, i.e. how far one draw of the noise moves a cell), per corruption and severity,
-the difference, and how many random cells differ by more than 1.5 points.
+mode with corruption seeds 0 and 1 or --seed-pair A B, i.e. how far one draw of the noise moves a cell), per
+corruption and severity, the difference, and how many random cells differ by more than 1.5 points.
 Images are skimage sample photos resized to the size (no downloads). Prints a markdown table.
 OMP_WAIT_POLICY defaults to PASSIVE here: on cores shared with other jobs, spin-waiting OpenMP threads stall every
 small torch op (measured 5-10x slower at 2 threads); set it in the environment to override.
@@ -86,13 +87,13 @@ def fidelity_table(n: int, size: int) -> None:
 
 
 def model_error_table(checkpoint: str, n: int, batch: int, compare: str = "backend",
-                      preset: str | None = None) -> None:
+                      preset: str | None = None, seed_pair: tuple[int, int] = (0, 1)) -> None:
     """Print top-1 error (%) per corruption and severity for two ways of corrupting, and their difference in points.
 
     compare="backend": the imagecorruptions reference vs the torch engine (imagenet-c, reference draws);
     compare="rng": the torch engine's 'reference' vs 'device' random-number modes, in ``preset`` (None: the default
-    preset of the test images' size); compare="seed": the torch engine's 'reference' mode with corruption seed 0 vs
-    seed 1, same preset rule (the spread a stochastic engine shows against itself).
+    preset of the test images' size); compare="seed": the torch engine's 'reference' mode with the two corruption
+    seeds of ``seed_pair``, same preset rule (the spread a stochastic engine shows against itself).
     """
     from nst_core import load_model
     from nst_core.data import load_test_set
@@ -112,8 +113,7 @@ def model_error_table(checkpoint: str, n: int, batch: int, compare: str = "backe
                                                                                              rng="device")}
     else:
         preset = resolve_settings(images, preset=preset)[0]
-        ways = {"seed 0": dict(preset=preset, rng="reference", seed=0),
-                "seed 1": dict(preset=preset, rng="reference", seed=1)}
+        ways = {f"seed {k}": dict(preset=preset, rng="reference", seed=k) for k in seed_pair}
     (a_name, a_kw), (b_name, b_kw) = ways.items()
 
     def error(x: torch.Tensor) -> float:
@@ -189,7 +189,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000, help="test images for --model")
     parser.add_argument("--compare", choices=["backend", "rng", "seed"], default="backend",
                         help="--model: reference backend vs torch engine, the engine's reference vs device mode, or "
-                        "the engine's reference mode with corruption seed 0 vs seed 1")
+                        "the engine's reference mode with corruption seed 0 vs seed 1 (--seed-pair)")
+    parser.add_argument("--seed-pair", type=int, nargs=2, default=[0, 1], metavar=("A", "B"),
+                        help="--compare seed: the two corruption seeds")
     parser.add_argument("--fidelity", type=int, metavar="N", help="print the PSNR table on N photos instead")
     parser.add_argument("--spread", nargs="+", metavar="CORRUPTION:SEVERITY",
                         help="--model: the error's spread over --seeds corruption seeds in both rng modes instead")
@@ -204,7 +206,10 @@ def main() -> None:
         seed_spread(args.model, args.images, args.spread, args.seeds, args.preset)
         return
     if args.model:
-        model_error_table(args.model, args.images, args.batch, args.compare, args.preset)
+        if args.compare == "seed" and args.seed_pair[0] == args.seed_pair[1]:
+            parser.error(f"--seed-pair needs two different seeds, got {args.seed_pair}")
+        model_error_table(args.model, args.images, args.batch, args.compare, args.preset,
+                          (args.seed_pair[0], args.seed_pair[1]))
         return
     images = sample_images(args.batch, args.size).to(args.device)
     preset = args.preset or "imagenet-c"

@@ -72,8 +72,8 @@ def test_impulse_noise_device_mode_flips_the_right_fractions() -> None:
         assert abs(frac - amount / 2) <= 5 * np.sqrt(amount / 2 * (1 - amount / 2) / n), (value, frac)
 
 
-def test_fft_size_is_5_smooth() -> None:
-    assert [kernels.fft_size(n) for n in (240, 244, 61, 1, 7)] == [240, 250, 64, 1, 8]
+def test_fft_size_is_5_smooth_and_a_multiple_of_8() -> None:
+    assert [kernels.fft_size(n) for n in (240, 244, 61, 1, 7, 9, 33)] == [240, 256, 64, 1, 8, 16, 40]
 
 
 @pytest.mark.parametrize("size", [(224, 224), (37, 50)])

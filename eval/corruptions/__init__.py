@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 # History: "1" the batched engine of issue 6 (imagenet-c tables only, NumPy draws);
 # "2" presets, device random numbers, pixelate in Pillow's exact integer arithmetic (issue 13);
 # "3" CPU speed work (issue 13): device mode's shot and impulse noise from 31-bit integer uniforms, fog's fused
-# plasma levels, snow's fused compositing; defocus_blur (FFT at 5-smooth sizes, 255 units) and contrast (one fused
-# step) in both modes, which moves a few values by one level (float rounding).
+# plasma levels, snow's fused compositing; defocus_blur (FFT at 5-smooth sizes that are multiples of 8, 255 units) and
+# contrast (one fused step) in both modes, which moves a few values by one level (float rounding).
 ENGINE_VERSION = "3"
 
 BACKENDS: tuple[str, ...] = ("torch", "imagecorruptions")

@@ -83,10 +83,11 @@ def gaussian_filter(x: torch.Tensor, sigma: float | tuple[float, float], mode: s
 @functools.lru_cache(maxsize=256)
 def fft_size(n: int) -> int:
     """The smallest 5-smooth integer >= n (a product of 2s, 3s and 5s: sizes FFT libraries transform fastest; a
-    prime factor such as 61 in 244 makes pocketfft ~2x slower)."""
+    prime factor such as 61 in 244 makes pocketfft ~2x slower), a multiple of 8 from n = 8 on (measured at 24 planes:
+    240 and 256 transform ~10 % faster than 250 and 2x faster than 243 = 3^5)."""
     m = n
     while True:
-        rest = m
+        rest = m if n < 8 or m % 8 == 0 else 7
         for p in (2, 3, 5):
             while rest % p == 0:
                 rest //= p
@@ -98,7 +99,7 @@ def fft_size(n: int) -> int:
 def filter2d(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -> torch.Tensor:
     """Correlate the last two axes of ``x`` with a 2-D kernel (cv2.filter2D with its default border), via FFT.
 
-    The padded planes are transformed at the next 5-smooth size (``fft_size``), zero-filled: the circular
+    The padded planes are transformed at a fast size (``fft_size``), zero-filled: the circular
     convolution wraps only into rows and columns that are cropped away, so the result is the linear one.
     """
     kh, kw = kernel.shape
