@@ -12,7 +12,7 @@ T[v, j] = round(P(Poisson(v / 255 * c) <= j) * 2^31): each k's probability is th
 2^-31 (the CDF is float64). The top bits of r pick one of 2^12 bins; for a bin whose whole r range maps to one output
 byte, that byte is read from a [256, 2^12] table at once; the few values in bins that straddle a CDF step (under 1 %
 of the bins at ImageNet-C's rates) are settled by bisection on T. No float arithmetic per value: the output bytes
-themselves are tabulated per k, with the same float32 operations as the reference-mode path.
+themselves are tabulated per k, with the float32 operations of the reference-mode path (k / c, clamp, * 255, truncate).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def shot_tables(rate: float, device: torch.device) -> tuple[torch.Tensor, int, t
     k = np.arange(k_cap)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):  # row 0: 0 * log(0), replaced below
         log_pmf = k * np.log(lam) - lam - gammaln(k + 1)
-    log_pmf[0] = np.where(k[0] == 0, 0.0, -np.inf)  # rate 0: all mass at 0
+    log_pmf[0] = np.where(k[0] == 0, 0.0, -np.inf)  # value 0 (rate 0): all mass at k = 0
     cdf = np.minimum(np.cumsum(np.exp(log_pmf), axis=1), 1.0)
     scale = float(1 << _UNIFORM_BITS)
     thresholds = np.round(cdf * scale).astype(np.int64)  # non-decreasing along each row
