@@ -11,6 +11,7 @@ from scipy.stats import poisson as scipy_poisson
 
 from eval.corruptions import catalog, kernels, poisson, torch_engine
 from eval.corruptions.draws import Draws
+from eval.corruptions.presets import PRESET_TABLES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -137,7 +138,7 @@ def test_pixelate_cpu_is_pillow(size: tuple[int, int]) -> None:
     h, w = size
     for severity in range(1, 6):
         got = torch_engine.corrupt_torch(x, "pixelate", severity, [0, 1, 2], preset="imagenet-c", rng="device")
-        factor = torch_engine.PIXELATE[severity - 1]
+        factor = PRESET_TABLES["imagenet-c"].tables["pixelate"][severity - 1]
         for image, out in zip(x, got):
             pil = Image.fromarray(image.permute(1, 2, 0).numpy())
             pil = pil.resize((int(w * factor), int(h * factor)), Image.Resampling.BOX)

@@ -40,7 +40,6 @@ def test_tables_pin_hendrycks_values() -> None:
         assert set(tables) == set(ALL_CORRUPTIONS) and all(len(v) == 5 for v in tables.values())
     assert presets.PRESET_TABLES["cifar-10-c"].frost_scale == 0.2
     assert presets.PRESET_TABLES["tiny-imagenet-c"].frost_scale == 0.3
-    assert torch_engine.GAUSSIAN_NOISE is imagenet["gaussian_noise"]  # the old names still work
     assert isinstance(ENGINE_VERSION, str) and ENGINE_VERSION
 
 

@@ -67,28 +67,7 @@ CPU_CHUNK_PIXELS = 8 * 224 * 224
 # [0, 255] (truncated to uint8 by the caller) or uint8 images (returned as they are).
 Engine = Callable[[torch.Tensor, Any, Draws, Preset], torch.Tensor]  # (u8, the table's parameter, draws, preset)
 
-_TABLES = PRESET_TABLES["imagenet-c"].tables
-# imagecorruptions 1.1.2 tables (the imagenet-c preset), kept under their old names for callers.
-GAUSSIAN_NOISE = _TABLES["gaussian_noise"]
-SHOT_NOISE = _TABLES["shot_noise"]
-IMPULSE_NOISE = _TABLES["impulse_noise"]
-SPECKLE_NOISE = _TABLES["speckle_noise"]
-GAUSSIAN_BLUR = _TABLES["gaussian_blur"]
-GLASS_BLUR = _TABLES["glass_blur"]
-DEFOCUS_BLUR = _TABLES["defocus_blur"]
-MOTION_BLUR = _TABLES["motion_blur"]
-ZOOM_BLUR = _TABLES["zoom_blur"]
-FOG = _TABLES["fog"]
-FROST = _TABLES["frost"]
 FROST_FILES = ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"]
-SNOW = _TABLES["snow"]
-SPATTER = _TABLES["spatter"]
-CONTRAST = _TABLES["contrast"]
-BRIGHTNESS = _TABLES["brightness"]
-SATURATE = _TABLES["saturate"]
-JPEG_QUALITY = _TABLES["jpeg_compression"]
-PIXELATE = _TABLES["pixelate"]
-ELASTIC_ALPHA = _TABLES["elastic_transform"]
 
 
 def _unit(u8: torch.Tensor) -> torch.Tensor:
