@@ -27,19 +27,18 @@ def atomic_write(path: Path, write: Any) -> None:
     """Call `write(tmp_path)` then rename over `path`, so readers see the old file or the new, never half.
 
     The temporary file `.<name>.<random>.tmp` sits beside `path` (`remove_temp_files` deletes those a kill left
-    behind); it gets the mode a plain `open()` would give (0666 less the umask, not mkstemp's 0600), is fsynced
-    before the rename, and the folder is fsynced after it, so the rename itself survives a power cut.
+    behind); once written it gets the mode a plain `open()` would give (0666 less the umask: not mkstemp's 0600,
+    nor the 0600 of writers that create the file anew, like safetensors' `save_file`), is fsynced before the
+    rename, and the folder is fsynced after it, so the rename itself survives a power cut.
     Raises OSError (read-only folder, full disk) with nothing left behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
-        try:
-            os.fchmod(fd, 0o666 & ~umask())
-        finally:
-            os.close(fd)
+        os.close(fd)
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~umask())
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -15,10 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from nst_common.files import atomic_write, remove_temp_files, write_json
+from nst_common.files import atomic_write, remove_temp_files, write_arrays, write_json, write_tensors
 from nst_core import load_config
 from nst_core.checkpoint import StateMismatch, load_state, resume_state, save_state
 from nst_core.engine import run
@@ -94,9 +95,16 @@ def test_atomic_write_gives_the_umask_mode_and_cleans_up(tmp_path):
     old = os.umask(0o027)
     try:
         write_json(tmp_path / "a.json", {"x": 1})
+        write_tensors(tmp_path / "w.safetensors", {"x": torch.zeros(2)})  # safetensors creates its file 0600
+        save_state(tmp_path / "train_state.safetensors", {"x": torch.zeros(2), "epoch": 1})
+        write_arrays(tmp_path / "a.npz", {"x": np.zeros(2)})
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640  # 0666 less the umask, not mkstemp's 0600
+    for name in ("a.json", "w.safetensors", "train_state.safetensors", "a.npz"):  # 0666 less the umask, never 0600
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
+    (tmp_path / "w.safetensors").unlink()
+    (tmp_path / "train_state.safetensors").unlink()
+    (tmp_path / "a.npz").unlink()
 
     def fail(tmp: Path) -> None:
         tmp.write_text("half")
