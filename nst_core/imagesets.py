@@ -48,7 +48,7 @@ class ImageSet(Dataset):
     subset: it is the `data_id` of every cell measured on the set.
 
     Raises ValueError for neither or both of images and files, or files without a transform; reading an unreadable
-    file raises `DataError` (a `DataError`) naming it.
+    file raises `DataError` (`nst_common.errors`) naming it.
     """
 
     labels: torch.Tensor
