@@ -1,9 +1,14 @@
 """Print the multi-seed answer (docs/beyond-anchors.md) from a finished `scripts/multiseed.sh` run, so the docs'
 figures are copied from output, not typed by hand.
 
-    .venv/bin/python scripts/seed_figures.py [runs/fashion_mnist_seeds]
+    .venv/bin/python scripts/seed_figures.py [runs/fashion_mnist_seeds]          # nst-train --seeds: one store
+    .venv/bin/python scripts/seed_figures.py runs/fashion_mnist runs/fashion_mnist_seed1 runs/fashion_mnist_seed2
 
-Reads the run's results store (`<run>/eval/results.sqlite`) with the report's own functions: `across_seeds` (per
+Each argument is a run folder whose `eval/results.sqlite` is read (one folder of `nst-train --seeds`, or one run per
+seed trained as separate runs, e.g. `--set seed=1 --set name=<name>_seed1`: runs whose configs differ only in their
+seed and name are grouped either way).
+
+Reads the results stores with the report's own functions: `across_seeds` (per
 generation: the mean over seeds and its 95 % t interval) and `seed_changes` (each generation minus the same seed's
 gen0, paired by seed: mean change, 95 % t interval, each seed's change), and prints them as markdown tables; a change
 is resolved when its interval excludes 0, better or worse by the quantity's direction (`reports.summary`).
@@ -15,20 +20,22 @@ from pathlib import Path
 
 
 def main() -> None:
-    run = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fashion_mnist_seeds")
-    path = run / "eval" / "results.sqlite"
-    if not path.is_file():
-        sys.exit(f"seed_figures: {path} is missing: run `bash scripts/multiseed.sh 0,1,2` first")
+    runs = [Path(a) for a in sys.argv[1:]] or [Path("runs/fashion_mnist_seeds")]
+    paths = [run / "eval" / "results.sqlite" for run in runs]
+    for path in paths:
+        if not path.is_file():
+            sys.exit(f"seed_figures: {path} is missing: evaluate the run first (`bash scripts/multiseed.sh 0,1,2` "
+                     "trains and evaluates a multi-seed run)")
     from reports import tables
     from reports.load import load_stores
     from reports.summary import lower_is_better
 
-    store = load_stores([path])
+    store = load_stores(paths)
     groups = tables.seed_groups(store)
     long = tables.headline_long(store, None)
     means, changes = tables.across_seeds(long, groups), tables.seed_changes(long, groups)
     if means.empty:
-        sys.exit(f"seed_figures: {path} holds no runs that differ only in their seed")
+        sys.exit(f"seed_figures: {', '.join(map(str, paths))} hold no runs that differ only in their seed")
     print(f"Mean over {means['seeds'].iloc[0]} seeds and 95 % t interval, per generation (each seed's value):\n")
     print("| quantity | generation | mean | 95 % interval | per seed |")
     print("|---|---|---:|---|---|")

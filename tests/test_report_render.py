@@ -173,3 +173,16 @@ def test_seed_figures_prints_the_multiseed_tables_from_the_store(tmp_path: Path,
     assert "| gen0 | 81.00 | [68.29, 93.71] | 80.00 / 82.00 |" in out  # t(0.975, 1) * sqrt(2) / sqrt(2) = 12.71
     # gen1 - gen0 per seed: +5 and +7; mean +6, sd sqrt(2): the same half-width 12.71, so not resolved
     assert "| gen1 | +6.00 | [-6.71, +18.71] | +5.00 / +7.00 | not resolved (the interval spans 0) |" in out
+    # one run per seed, each with its own store (trained as separate runs): the same tables
+    for run, models in (("a", ["fmnist/gen0", "fmnist/gen1"]), ("b", ["fmnist_s1/gen0", "fmnist_s1/gen1"])):
+        (tmp_path / run / "eval").mkdir(parents=True)
+        with sqlite3.connect(path) as con:
+            con.execute(f"ATTACH DATABASE '{tmp_path / run / 'eval' / 'results.sqlite'}' AS part")
+            for table in ("models", "results", "per_image"):
+                con.execute(f"CREATE TABLE part.{table} AS SELECT * FROM main.{table} WHERE model IN (?, ?)", models)
+            con.execute("PRAGMA part.user_version = " + str(con.execute("PRAGMA main.user_version").fetchone()[0]))
+            con.commit()
+            con.execute("DETACH DATABASE part")
+    monkeypatch.setattr(sys, "argv", ["seed_figures.py", str(tmp_path / "a"), str(tmp_path / "b")])
+    runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "seed_figures.py"), run_name="__main__")
+    assert capsys.readouterr().out == out
