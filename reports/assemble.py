@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 from pathlib import Path
 
 import numpy as np
@@ -294,12 +296,19 @@ def _find_examples(store: Store, examples: str | Path | None) -> Path | None:
 
 
 def _read_examples(path: Path) -> dict:
-    """The arrays of an examples file (docs/contracts.md): images + titles, frames + frame_index + perturbations."""
-    if path.suffix == ".npy":
-        images = np.load(path, allow_pickle=False)
-        return {"images": images, "titles": [f"example {i}" for i in range(len(images))]}
-    with np.load(path, allow_pickle=False) as data:
-        shown = {key: data[key] for key in data.files}
+    """The arrays of an examples file (docs/contracts.md): images + titles, frames + frame_index + perturbations.
+    Raises ReportError naming the file when it is not a readable .npy / .npz of plain arrays (truncated, or holding
+    pickled objects, which are never loaded)."""
+    try:
+        if path.suffix == ".npy":
+            images = np.load(path, allow_pickle=False)
+            return {"images": images, "titles": [f"example {i}" for i in range(len(images))]}
+        with np.load(path, allow_pickle=False) as data:
+            shown = {key: data[key] for key in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        reason = "it holds pickled objects, which are never loaded" if "pickle" in str(exc) else str(exc)
+        raise ReportError(f"{path} is not a readable examples file ({reason}); delete it (nst-eval writes it "
+                          "again) or give another with --examples") from None
     if "images" in shown:
         titles = shown.get("titles", [f"example {i}" for i in range(len(shown["images"]))])
         shown["titles"] = [str(t) for t in titles]

@@ -313,6 +313,16 @@ def test_report_names_a_store_that_is_not_a_database(capsys, tmp_path, content, 
     assert f"{path} is not a readable results store" in err and message in err
 
 
+@pytest.mark.parametrize("content", [b"PK\x03\x04 cut short", b"not an array file at all"])
+def test_report_names_an_examples_file_it_cannot_read(capsys, tmp_path, content):
+    store = small_store(tmp_path / "results.sqlite")
+    (tmp_path / "examples.npz").write_bytes(content)  # beside the store, so the report reads it
+    code = report_main(["--results", str(store), "--out", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{tmp_path / 'examples.npz'} is not a readable examples file" in err and "delete it" in err
+
+
 def test_report_missing_store(capsys, tmp_path):
     code = report_main(["--results", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "report")])
     err = capsys.readouterr().err
