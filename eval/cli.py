@@ -314,8 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from nst_common import distributed
-    from nst_common.errors import CheckpointError
-    from nst_core.data import DataError
+    from nst_common.errors import CheckpointError, DataError, describe_os_error
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -380,9 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(_headline(str(meta.get("name") or source), summarize(rows)), flush=True)
         if main_rank:
             print(f"results: {out / 'results.sqlite'}; summary: {out / 'summary.json'}")
-    except (EvaluationError, CheckpointError, DataError, ValueError, OSError) as exc:
+    except (EvaluationError, CheckpointError, DataError, ValueError) as exc:
         print(f"nst-eval: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused a read or write: exit 1, like nst-train and nst-report
+        print(f"nst-eval: error: {describe_os_error(exc, '; a rerun keeps the cells already stored')}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("nst-eval: interrupted; finished cells are stored, run the same command again to resume",
               file=sys.stderr)

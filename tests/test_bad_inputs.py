@@ -365,6 +365,16 @@ def test_nst_eval_names_a_bad_store(capsys, tmp_path, quick_run):
     assert f"{out / 'results.sqlite'} is not a readable results store" in err
 
 
+def test_nst_eval_read_only_out_is_a_refused_write(capsys, tmp_path, quick_run):
+    from eval.cli import main as eval_main
+
+    code = eval_main(["--suite", "clean", "--checkpoint", str(quick_run / "gen0"), "--limit", "8",
+                      "--out", str(read_only_out(tmp_path)), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "nst-eval: error: " in err and "Traceback" not in err  # exit 1 as nst-train / nst-report
+    assert "make it writable" in err and ("Permission denied" in err or "Operation not permitted" in err)
+
+
 def _write_summaries(out: str, worker: int, count: int) -> None:
     from eval.store import write_summary
 
