@@ -143,8 +143,11 @@ def _load_timm(name: str, pretrained: bool, weights: str | Path | None,
         try:
             state = timm.models.load_state_dict(str(path), use_ema=True, weights_only=True)
         except Exception as exc:  # torch.load / safetensors raise many types; name the file whatever it was
-            raise CheckpointError(f"{path} is not a readable weights file ({type(exc).__name__}: {exc}); give a "
-                                  ".safetensors file or a torch checkpoint of tensors") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "weights_only" in str(exc) or "pickle" in str(exc).lower():  # torch's advice is to unpickle: never
+                reason = "not plain tensors: it would have to be unpickled, which this tool never does"
+            raise CheckpointError(f"{path} is not a readable weights file ({reason}); give a .safetensors file or "
+                                  "a torch checkpoint of tensors only") from None
         _load_state(inner, state, path)
         label = f"timm:{name}@{path.name}"
     elif not pretrained:

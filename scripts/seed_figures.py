@@ -47,7 +47,8 @@ def main() -> None:
     print("|---|---|---:|---|---|---|")
     for r in changes.itertuples():
         resolved = r.ci_low > 0 or r.ci_high < 0
-        verdict = (("better" if (r.mean_change < 0) == lower_is_better(str(r.quantity)) else "worse") if resolved
+        verdict = ("no interval (the seeds' changes are all equal)" if r.ci_low == r.ci_high else
+                   ("better" if (r.mean_change < 0) == lower_is_better(str(r.quantity)) else "worse") if resolved
                    else "not resolved (the interval spans 0)")
         print(f"| {r.label} | gen{int(r.generation)} | {r.mean_change:+.2f} | [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | "
               f"{str(r.changes).replace(', ', ' / ')} | {verdict} |")

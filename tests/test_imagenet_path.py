@@ -378,8 +378,14 @@ def test_weights_files_of_every_common_kind_load_and_bad_ones_are_named(tmp_path
 
     hostile = tmp_path / "hostile.pth"
     torch.save({"state_dict": Payload()}, hostile)
-    with pytest.raises(CheckpointError, match=r"hostile\.pth is not a readable weights file"):
+    with pytest.raises(CheckpointError, match=r"hostile\.pth is not a readable weights file") as refused:
         load_model("timm:test_resnet.r160_in1k", weights=hostile)
+    assert "never does" in str(refused.value) and "weights_only=False" not in str(refused.value)  # no unsafe advice
+    text = tmp_path / "README.md"
+    text.write_text("# not weights\n")
+    with pytest.raises(CheckpointError, match=r"README\.md is not a readable weights file") as refused:
+        load_model("timm:test_resnet.r160_in1k", weights=text)
+    assert "weights_only=False" not in str(refused.value)
 
 
 def test_each_file_is_decoded_once_per_model_for_all_its_cells(tmp_path, monkeypatch):
