@@ -65,7 +65,8 @@ def preflight(cfg: RunConfig, out: Path) -> None:
         if value is not None and not Path(value).is_dir() and not download_target:
             flag = " (--data-dir)" if key == "data_dir" else ""
             raise ConfigError(f"data.{key}{flag} = {value!r} is not an existing folder; fix the path"
-                              + (" or leave it out to use the installed dataset" if key == "data_dir" else ""))
+                              + (" or leave it out to use the installed dataset"
+                                 if key == "data_dir" and data.dataset == "fashion_mnist" else ""))
     if data.dataset == "fashion_mnist" and data.data_dir and not data.download:
         base = Path(data.data_dir)
         root = find_fashion_mnist(data.data_dir)
@@ -190,7 +191,8 @@ def train_one(cfg: RunConfig, generation: int, data: NSTData, teacher: Normalize
         if len(selection.indices) == 0:
             raise ConfigError(
                 f"gen{generation}: no pseudo label passed pseudo.min_threshold = {cfg.pseudo.min_threshold}; "
-                "lower it or train the teacher longer"
+                "lower it or train the teacher longer, into another --out (the finished generations of this one "
+                "belong to this config)"
             )
         unlabeled = TrainSet(data.unlabeled, selection.indices, targets[selection.indices], augment)
 

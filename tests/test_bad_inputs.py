@@ -121,7 +121,12 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
 def test_nonexistent_data_dir_is_an_error_not_a_fallback(capsys, tmp_path):
     code, err = nst_train(capsys, tmp_path / "run", "--data-dir", "/nonexistent")
     assert_clean_error(code, err, 2, "data.data_dir (--data-dir) = '/nonexistent' is not an existing folder")
+    assert "leave it out to use the installed dataset" in err  # Fashion-MNIST has one
     assert not (tmp_path / "run").exists()
+    code, err = nst_train(capsys, tmp_path / "run", "--data-dir", "/nonexistent", "--set", "data.dataset=imagefolder",
+                          "--set", f"data.test_dir={tmp_path}")
+    assert_clean_error(code, err, 2, "data.data_dir (--data-dir) = '/nonexistent' is not an existing folder")
+    assert "installed dataset" not in err  # an ImageFolder run has none to fall back on
 
 
 def test_data_dir_without_the_dataset_is_an_error_not_a_fallback(capsys, tmp_path):
