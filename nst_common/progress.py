@@ -57,6 +57,12 @@ class Progress(tqdm):
             self._count += 1 if n is None else n
         return super().update(n)
 
+    def __del__(self) -> None:
+        """A bar collected without being closed (its loop ended by an error) writes no summary line: the error
+        stays the last line on stderr."""
+        self._written = True
+        super().__del__()
+
     def close(self) -> None:
         """Close the bar, or write the summary line once when no bar is drawn."""
         if self._plain and not self._written:
