@@ -152,8 +152,8 @@ def imagenet_p_sequences(root: str | os.PathLike, perturbation: str, meta: Mappi
     if not folder.is_dir():
         present = sorted(d.name for d in root.iterdir() if d.is_dir())
         raise DataError(f"ImageNet-P folder missing: {folder} (expected <root>/<perturbation>/<wnid>/*.mp4, "
-                           f"difficulty 2/3 of noise in <perturbation>_2/_3; found: {', '.join(present) or 'none'}). "
-                           "Complete the download, or choose perturbations to run")
+                        f"difficulty 2/3 of noise in <perturbation>_2/_3; found: {', '.join(present) or 'none'}). "
+                        "Complete the download, or name the perturbations to run with --perturbations")
     folders = class_folders(folder)
     if not folders:
         raise DataError(f"{folder} has no class folders (<wnid>/*.mp4)")
