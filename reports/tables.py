@@ -257,9 +257,18 @@ def seed_groups(store: Store) -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {}
     for run, config in configs.items():
         flat = flatten(rounded(config))
-        recipe = {k: v for k, v in flat.items() if k != "seed" and not (isinstance(v, str) and run in v)}
+        recipe = {k: v for k, v in flat.items() if k not in ("seed", "name") and not _names_run(v, run)}
         keys.setdefault(json.dumps(recipe, sort_keys=True, default=str), []).append(run)
     return {runs[0]: runs for runs in keys.values() if len(runs) > 1}
+
+
+def _names_run(value: object, run: str) -> bool:
+    """Whether a config value is a path into the run's own folder (`runs/<run>/...`; its name is the key `name`).
+    Neither a substring nor an equal value counts: the demo's dataset `fashion_mnist` is also its run's name."""
+    if not isinstance(value, str):
+        return False
+    parts = value.replace("\\", "/").split("/")
+    return len(parts) > 1 and run in parts
 
 
 def across_seeds(long: pd.DataFrame, groups: dict[str, list[str]], level: float = 0.95) -> pd.DataFrame:

@@ -139,6 +139,13 @@ def test_runs_that_differ_only_in_seed_get_across_seed_intervals(tmp_path: Path,
             con.execute("UPDATE models SET meta = ? WHERE model = ?", (json.dumps(meta), model))
     store = load_stores([path])
     assert tables.seed_groups(store) == {"fmnist": ["fmnist", "fmnist_s1"]}
+    with sqlite3.connect(path) as con:  # a dataset named like the first run (the demo: run and dataset fashion_mnist)
+        for model, meta in con.execute("SELECT model, meta FROM models").fetchall():
+            meta = json.loads(meta)
+            meta["config"].setdefault("data", {})["dataset"] = "fmnist"
+            con.execute("UPDATE models SET meta = ? WHERE model = ?", (json.dumps(meta), model))
+    store = load_stores([path])
+    assert tables.seed_groups(store) == {"fmnist": ["fmnist", "fmnist_s1"]}  # still one group: only name/seed differ
     seeds = tables.across_seeds(tables.headline_long(store, BASELINE), tables.seed_groups(store))
     row = seeds.set_index(["generation", "quantity"]).loc[(0, "clean_top1")]
     assert (row["seeds"], row["mean"], row["values"]) == (2, 81.0, "80.00, 82.00")
