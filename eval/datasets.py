@@ -182,10 +182,7 @@ def imagenet_a_synsets() -> list[str]:
 def imagenet_a_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
                    seed: int = 0) -> ImageSet:
     """ImageNet-A (`<root>/<wnid>/*`): labels 0..199, `class_index` = the 200-logit mask."""
-    data = _folder_set(Path(root), "imagenet-a", val_transform(meta), meta, limit, seed, "ImageNet-A",
-                       classes=imagenet_a_synsets())
-    data.class_index = imagenet_a_mask()
-    return data
+    return _masked_set(root, meta, limit, seed, "imagenet-a", "ImageNet-A", imagenet_a_synsets(), imagenet_a_mask())
 
 
 def imagenet_r_mask() -> torch.Tensor:
@@ -201,9 +198,15 @@ def imagenet_r_synsets() -> list[str]:
 def imagenet_r_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None = None,
                    seed: int = 0) -> ImageSet:
     """ImageNet-R (renditions, `<root>/<wnid>/*`): labels 0..199, `class_index` = the 200-logit mask."""
-    data = _folder_set(Path(root), "imagenet-r", val_transform(meta), meta, limit, seed, "ImageNet-R",
-                       classes=imagenet_r_synsets())
-    data.class_index = imagenet_r_mask()
+    return _masked_set(root, meta, limit, seed, "imagenet-r", "ImageNet-R", imagenet_r_synsets(), imagenet_r_mask())
+
+
+def _masked_set(root: str | os.PathLike, meta: Mapping[str, Any], limit: int | None, seed: int, name: str,
+                title: str, synsets: list[str], mask: torch.Tensor) -> ImageSet:
+    """A 200-class subset of ImageNet (`<root>/<wnid>/*`, wnids from `synsets`): labels 0..199 and `class_index` =
+    `mask`, the 1000-class logits the model's prediction is taken over."""
+    data = _folder_set(Path(root), name, val_transform(meta), meta, limit, seed, title, classes=synsets)
+    data.class_index = mask
     return data
 
 
