@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from nst_common.errors import StoreError
-from nst_common.files import atomic_write
+from nst_common.files import atomic_write, umask
 
 if TYPE_CHECKING:  # torch only where per-image tensors are read back: `import eval.store` stays light (reports)
     import torch
@@ -126,6 +126,7 @@ class ResultStore:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = None if path is None else Path(path)
+        created = self.path is not None and not self.path.exists()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(":memory:" if self.path is None else str(self.path), timeout=60)
@@ -140,6 +141,8 @@ class ResultStore:
                 f"{self.path} is not a readable results store ({exc}): it is another kind of file, truncated or "
                 "corrupt. Move it away (nst-eval then starts a new store there) or choose another --out"
             ) from exc
+        if created and self.path is not None and self.path.exists():  # SQLite creates 0644 less the umask: never group-writable
+            os.chmod(self.path, 0o666 & ~umask())
 
     def _create_or_migrate(self) -> None:
         """Create the tables, or bring a version-1 store to `SCHEMA_VERSION`; a newer store is an error."""

@@ -102,6 +102,18 @@ def test_atomic_write_gives_the_umask_mode_and_cleans_up(tmp_path):
         os.umask(old)
     for name in ("a.json", "w.safetensors", "train_state.safetensors", "a.npz"):  # 0666 less the umask, never 0600
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
+    old = os.umask(0o002)  # a group-shared folder: the results store is group-writable like the other files
+    try:
+        from eval.store import ResultStore
+
+        ResultStore(tmp_path / "results.sqlite").conn.close()
+        write_json(tmp_path / "g.json", {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.sqlite").stat().st_mode) == 0o664  # SQLite alone gives 0644
+    assert stat.S_IMODE((tmp_path / "g.json").stat().st_mode) == 0o664
+    (tmp_path / "results.sqlite").unlink()
+    (tmp_path / "g.json").unlink()
     (tmp_path / "w.safetensors").unlink()
     (tmp_path / "train_state.safetensors").unlink()
     (tmp_path / "a.npz").unlink()
