@@ -10,20 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import train_fashion_mlp
+
 import eval
 from eval.attacks import AttackSpec, attack_images, zero_gradient_mask
 from eval.suites.adversarial import masking_flags
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class Normalized(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - 0.286) / 0.353)
 
 
 class Scaled(nn.Module):
@@ -50,23 +43,9 @@ class Quantised(nn.Module):
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, dict]:
-    from nst_core.data import FASHION_MNIST_FILES, find_fashion_mnist, read_idx
-
-    root = find_fashion_mnist()
-    x = torch.from_numpy(read_idx(root, FASHION_MNIST_FILES["train_images"])[:3000].copy()).float().div(255)
-    y = torch.from_numpy(read_idx(root, FASHION_MNIST_FILES["train_labels"])[:3000].copy()).long()
-    torch.manual_seed(0)
-    model = Normalized(nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(4):
-        for i in range(0, len(x), 100):
-            loss = nn.functional.cross_entropy(model(x[i:i + 100, None]), y[i:i + 100])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
     meta = {"name": "mlp", "num_classes": 10, "input_size": [1, 28, 28], "sha256": "1" * 64,
             "config": {"data": {"dataset": "fashion_mnist", "input_size": [1, 28, 28]}}}
-    return model.eval(), meta
+    return train_fashion_mlp(), meta
 
 
 def _cells(rows: list[dict], metric: str) -> dict[tuple[str, float], float]:

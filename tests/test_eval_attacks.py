@@ -5,6 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import train_fashion_mlp
+
 import eval
 from eval.attacks import AttackSpec, attack_images
 
@@ -14,39 +16,11 @@ EPS = [0.0, 2.0, 8.0, 16.0]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class Normalized(nn.Module):
-    """[0, 1] images in, normalisation inside (the only correct place for attacks)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(0.286).view(1, 1, 1, 1))
-        self.register_buffer("std", torch.tensor(0.353).view(1, 1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
-
-
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, dict]:
-    from nst_core.data import FASHION_MNIST_FILES, find_fashion_mnist, read_idx
-
-    root = find_fashion_mnist()
-    x = torch.from_numpy(read_idx(root, FASHION_MNIST_FILES["train_images"])[:3000].copy()).float().div(255)
-    y = torch.from_numpy(read_idx(root, FASHION_MNIST_FILES["train_labels"])[:3000].copy()).long()
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
-    model = Normalized(net)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(4):
-        for i in range(0, len(x), 100):
-            loss = nn.functional.cross_entropy(model(x[i:i + 100, None]), y[i:i + 100])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
     meta = {"name": "tiny-cnn", "num_classes": 10, "input_size": [1, 28, 28], "sha256": None,
             "config": {"data": {"dataset": "fashion_mnist", "input_size": [1, 28, 28]}}}
-    return model.eval(), meta
+    return train_fashion_mlp(), meta
 
 
 def test_fgsm_pgd_sanity_relations(trained):
